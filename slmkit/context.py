@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # imported lazily: torch is slow to import and the CLI must start fast
     import torch
@@ -30,6 +30,8 @@ class StageContext:
     teacher_dir: Path  # the teacher's `source` artifact: an HF model directory
     run_dir: Path  # <output_dir>/<recipe name>
     reporter: Reporter
+    work_dir: Path | None = None  # persistent scratch keyed by (config, input): checkpoints for resume
+    store: Any = None  # slmkit.artifacts.Store of this run
     recipe_path: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # artifacts other stages produced (e.g. datasets)
 
@@ -43,7 +45,19 @@ class StageContext:
         """Tokenized examples of the recipe's ``data.<split>`` (train, eval or calibration)."""
         from slmkit.data import load_split
 
-        return load_split(self.recipe, split, tokenizer, max_length=max_length)
+        return load_split(self.recipe, split, tokenizer, max_length=max_length, base_dir=self.recipe_dir)
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.recipe_path.parent if self.recipe_path else Path.cwd()
+
+    def dataset_artifact(self, kind: str, key: dict, build: Callable[[Path], dict]) -> Path:
+        """A committed dataset artifact ``<run_dir>/<kind>/v<N>`` for ``key``, built once.
+
+        ``build(tmp_dir)`` writes the files and returns metrics for the manifest; it runs only
+        when no committed version has the same key, so later stages and runs reuse the data.
+        """
+        return self.store.dataset(kind, key, build, reporter=self.reporter)
 
 
 @dataclass
