@@ -1,0 +1,336 @@
+"""Distillation losses: pure tensor functions, no models, no files.
+
+Every divergence takes student and teacher log-probabilities over the last dimension and
+returns one value per token (shape ``[...]``); reductions happen in :func:`chunked_head_loss`,
+which sums over selected tokens only, so padding never dilutes the mean.
+
+Conventions (teacher P, student Q), as in GKD (Agarwal et al. 2024) and DistiLLM (Ko et al.
+2024):
+
+- forward KL  KL(P || Q): mode covering, the classic word-level KD loss.
+- reverse KL  KL(Q || P): mode seeking.
+- generalized JSD(beta) = beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q.
+  It vanishes at beta in {0, 1}; JSD(beta)/beta -> forward KL as beta -> 0 and
+  JSD(beta)/(1 - beta) -> reverse KL as beta -> 1, so (like TRL) the endpoints are defined as
+  those KL forms.
+- total variation 0.5 * sum |P - Q|.
+- skew forward KL  KL(P || alpha P + (1 - alpha) Q), skew reverse KL KL(Q || alpha Q + (1 - alpha) P);
+  alpha = 0 gives the plain KL forms, and alpha > 0 keeps the loss finite where Q -> 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# --- divergences on log-probabilities -------------------------------------------------------
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row; 0 * log 0 counts as 0 (masked vocab entries, empty top-k tails)."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def forward_kl(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
+    return _kl(t_logp, s_logp)
+
+
+def reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
+    return _kl(s_logp, t_logp)
+
+
+def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(weight_a * a + (1 - weight_a) * b), stable in log space."""
+    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+
+
+def generalized_jsd(s_logp: torch.Tensor, t_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    if beta == 0.0:
+        return forward_kl(s_logp, t_logp)
+    if beta == 1.0:
+        return reverse_kl(s_logp, t_logp)
+    log_m = _log_mix(t_logp, s_logp, beta)
+    return beta * _kl(t_logp, log_m) + (1.0 - beta) * _kl(s_logp, log_m)
+
+
+def total_variation(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (s_logp.exp() - t_logp.exp()).abs().sum(-1)
+
+
+def skew_forward_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    if alpha == 0.0:
+        return forward_kl(s_logp, t_logp)
+    return _kl(t_logp, _log_mix(t_logp, s_logp, alpha))
+
+
+def skew_reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    if alpha == 0.0:
+        return reverse_kl(s_logp, t_logp)
+    return _kl(s_logp, _log_mix(s_logp, t_logp, alpha))
+
+
+DIVERGENCES: dict[str, Callable[..., torch.Tensor]] = {
+    "forward_kl": forward_kl,
+    "reverse_kl": reverse_kl,
+    "jsd": generalized_jsd,
+    "tvd": total_variation,
+    "skew_forward_kl": skew_forward_kl,
+    "skew_reverse_kl": skew_reverse_kl,
+}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The loss's numbers, free of pydantic so the math module stays importable on its own."""
+
+    kind: str = "forward_kl"
+    temperature: float = 1.0
+    t2_scaling: bool = True  # Hinton et al.: keeps soft-target gradients comparable across T
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    beta: float = 0.5  # jsd only
+    alpha: float = 0.1  # skew KLs only
+
+    def divergence(self, s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
+        fn = DIVERGENCES[self.kind]
+        if self.kind == "jsd":
+            return fn(s_logp, t_logp, self.beta)
+        if self.kind.startswith("skew_"):
+            return fn(s_logp, t_logp, self.alpha)
+        return fn(s_logp, t_logp)
+
+    @property
+    def scale(self) -> float:
+        return self.temperature**2 if self.t2_scaling else 1.0
+
+
+# --- per-token loss from logits ---------------------------------------------------------------
+
+
+def token_losses(
+    s_logits: torch.Tensor,
+    t_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    spec: LossSpec,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token (kd, ce) losses in fp32 from full-vocabulary logits [N, V]."""
+    s32 = _f32(s_logits)
+    ce = F.cross_entropy(s32, targets, reduction="none")
+    if t_logits is None or spec.kd_weight == 0.0:
+        return torch.zeros_like(ce), ce
+    t = spec.temperature
+    kd = spec.divergence(F.log_softmax(s32 / t, -1), F.log_softmax(_f32(t_logits) / t, -1))
+    return kd * spec.scale, ce
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """At least fp32: softmaxes over a 50k vocabulary lose too much in bf16 (float64 stays, for tests)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate on both sides of -ln 2 (Maechler 2012)."""
+    x = x.clamp(max=-1e-7)  # a top-k summing to >= 1 by rounding still leaves a tiny tail
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def with_tail(topk_logp: torch.Tensor) -> torch.Tensor:
+    """[N, k] top-k log-probs -> [N, k + 1] with the mass outside the top-k as the last bucket."""
+    tail = log1mexp(torch.logsumexp(topk_logp, -1, keepdim=True))
+    return torch.cat([topk_logp, tail], -1)
+
+
+def topk_token_losses(
+    s_logits: torch.Tensor,
+    t_topk_idx: torch.Tensor,
+    t_topk_logp: torch.Tensor,
+    targets: torch.Tensor,
+    spec: LossSpec,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token losses against a cached teacher top-k (log-probs already at spec.temperature).
+
+    Both distributions are collapsed to k + 1 buckets (the teacher's top-k tokens and one tail
+    bucket), so the divergence is exact on that partition and, by the data-processing
+    inequality, never above the full-vocabulary divergence.
+    """
+    s32 = _f32(s_logits)
+    ce = F.cross_entropy(s32, targets, reduction="none")
+    s_logp = F.log_softmax(s32 / spec.temperature, -1).gather(-1, t_topk_idx.long())
+    kd = spec.divergence(with_tail(s_logp), with_tail(_f32(t_topk_logp)))
+    return kd * spec.scale, ce
+
+
+# --- chunked loss over the lm_head ----------------------------------------------------------
+#
+# The student's and teacher's logits are the biggest tensors of a distillation step
+# ([tokens, vocab] in fp32 for each model: 8 x 256 tokens x 49152 x 4 bytes = 400 MB apiece for
+# SmolLM2). Running each lm_head on a chunk of hidden states, computing that chunk's loss and its
+# gradient right away, and keeping only the gradient w.r.t. the (small) hidden states means only
+# one chunk of logits ever exists (the same idea as Liger's fused linear cross-entropy).
+
+
+@dataclass
+class TeacherLogits:
+    """The teacher's final hidden states at the selected tokens and its lm_head weight."""
+
+    hidden: torch.Tensor  # [N, Ht]
+    weight: torch.Tensor  # [V, Ht]
+    bias: torch.Tensor | None = None
+
+
+@dataclass
+class TeacherTopK:
+    """The teacher's cached top-k log-probabilities at the selected tokens."""
+
+    idx: torch.Tensor  # [N, k]
+    logp: torch.Tensor  # [N, k]
+
+
+def _teacher_chunk(teacher, sl: slice, dtype: torch.dtype):
+    if isinstance(teacher, TeacherLogits):
+        z = teacher.hidden[sl].to(dtype) @ teacher.weight.to(dtype).T
+        return z if teacher.bias is None else z + teacher.bias.to(dtype)
+    if isinstance(teacher, TeacherTopK):
+        return teacher.idx[sl], teacher.logp[sl]
+    return None
+
+
+def _chunk_grad_forward_kl(z_s, z_t, targets, spec: LossSpec):
+    """Forward KL + CE and d(loss)/d(student logits) in closed form: one pass, no autograd graph.
+
+    d/dz KL(softmax(zt/T) || softmax(z/T)) * T^2 = T * (softmax(z/T) - softmax(zt/T)).
+    """
+    t = spec.temperature
+    z = _f32(z_s)
+    log_q = F.log_softmax(z / t, -1)
+    log_p = F.log_softmax(_f32(z_t) / t, -1)
+    p = log_p.exp()
+    kd = (p * (log_p - log_q)).sum(-1) * spec.scale
+    grad = (log_q.exp() - p) * (spec.kd_weight * spec.scale / t)
+    log_q1 = log_q if t == 1.0 else F.log_softmax(z, -1)
+    ce = -log_q1.gather(-1, targets[:, None]).squeeze(-1)
+    if spec.ce_weight:
+        onehot_grad = log_q1.exp()
+        onehot_grad.scatter_add_(-1, targets[:, None], torch.full_like(ce[:, None], -1.0))
+        grad += spec.ce_weight * onehot_grad
+    return kd, ce, grad
+
+
+def _chunk_grad_autograd(z_s, teacher_chunk, targets, spec: LossSpec):
+    z = _f32(z_s.detach()).requires_grad_(True)
+    with torch.enable_grad():
+        if isinstance(teacher_chunk, tuple):
+            kd, ce = topk_token_losses(z, *teacher_chunk, targets, spec)
+        else:
+            kd, ce = token_losses(z, teacher_chunk, targets, spec)
+        total = spec.kd_weight * kd.sum() + spec.ce_weight * ce.sum()
+        (grad,) = torch.autograd.grad(total, z)
+    return kd.detach(), ce.detach(), grad
+
+
+def _chunk_step(h, w_c, b_c, teacher, targets, sl, spec, dtype):
+    """Loss sums and gradients for one chunk of selected tokens."""
+    z_s = h[sl].to(dtype) @ w_c.T
+    if b_c is not None:
+        z_s = z_s + b_c
+    z_t = _teacher_chunk(teacher, sl, dtype)
+    if spec.kind == "forward_kl" and isinstance(z_t, torch.Tensor):
+        kd, ce, grad_z = _chunk_grad_forward_kl(z_s, z_t, targets[sl], spec)
+    else:
+        kd, ce, grad_z = _chunk_grad_autograd(z_s, z_t, targets[sl], spec)
+    if z_t is None:
+        kd = torch.zeros_like(ce)
+    grad_z = grad_z.to(dtype)
+    return kd, ce, grad_z, grad_z @ w_c, grad_z.T @ h[sl].to(dtype)
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, teacher, targets, spec, chunk_size, dtype, stats):
+        w_c = weight.detach().to(dtype)  # cast once, not once per chunk
+        b_c = None if bias is None else bias.detach().to(dtype)
+        h = hidden.detach()
+        grad_h = torch.empty_like(h)
+        acc = torch.promote_types(weight.dtype, torch.float32)  # fp32 master grads under bf16 compute
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        grad_b = None if bias is None else torch.zeros(bias.shape, dtype=acc, device=bias.device)
+        kd_sum = ce_sum = torch.zeros((), dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
+        for start in range(0, h.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            kd, ce, grad_z, gh, gw = _chunk_step(h, w_c, b_c, teacher, targets, sl, spec, dtype)
+            kd_sum, ce_sum = kd_sum + kd.sum(), ce_sum + ce.sum()
+            grad_h[sl] = gh.to(h.dtype)
+            grad_w += gw.to(acc)
+            if grad_b is not None:
+                grad_b += grad_z.to(acc).sum(0)
+        stats["kd_sum"], stats["ce_sum"], stats["tokens"] = kd_sum, ce_sum, h.shape[0]
+        ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else torch.empty(0))
+        ctx.has_bias = bias is not None
+        return spec.kd_weight * kd_sum + spec.ce_weight * ce_sum
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        gb = grad_b * grad_out if ctx.has_bias else None
+        return grad_h * grad_out, (grad_w * grad_out), gb, None, None, None, None, None, None
+
+
+def chunked_head_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    teacher: TeacherLogits | TeacherTopK | None,
+    targets: torch.Tensor,
+    spec: LossSpec,
+    *,
+    bias: torch.Tensor | None = None,
+    chunk_size: int = 256,
+    compute_dtype: torch.dtype | None = None,
+    stats: dict | None = None,
+) -> torch.Tensor:
+    """Sum over tokens of kd_weight * KD + ce_weight * CE, computed chunk by chunk.
+
+    hidden: the student's final hidden states at the selected tokens [N, H] (only tokens that
+    count: the mask is applied by selecting rows, so padding costs nothing). weight: the
+    student's lm_head [V, H]. targets: the next token at each row [N]. compute_dtype: the
+    matmul dtype (bf16 under mixed precision); softmaxes and divergences are always fp32.
+    Gradients flow to ``hidden``, ``weight`` and ``bias``. Divide by the token count for a mean.
+    """
+    dtype = compute_dtype or weight.dtype
+    stats = {} if stats is None else stats
+    return _ChunkedHeadLoss.apply(hidden, weight, bias, teacher, targets, spec, chunk_size, dtype, stats)
+
+
+# --- hidden-state loss ----------------------------------------------------------------------
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """Student layer i (1-based output of block i) -> the teacher layer at the same relative depth."""
+    return {i: round(i * teacher_layers / student_layers) for i in range(1, student_layers + 1)}
+
+
+def hidden_state_loss(
+    s_hidden: list[torch.Tensor],
+    t_hidden: list[torch.Tensor],
+    kind: str = "mse",
+    projections: list[torch.nn.Module] | None = None,
+) -> torch.Tensor:
+    """Mean over pairs and tokens of MSE or (1 - cosine) between matched hidden states [N, H].
+
+    ``projections[i]`` maps the student's width to the teacher's when they differ (learned).
+    """
+    losses = []
+    for i, (s, t) in enumerate(zip(s_hidden, t_hidden, strict=True)):
+        s = projections[i](s) if projections else s
+        s, t = s.float(), t.float()
+        if kind == "mse":
+            losses.append(F.mse_loss(s, t))
+        elif kind == "cosine":
+            losses.append((1.0 - F.cosine_similarity(s, t, dim=-1)).mean())
+        else:
+            raise ValueError(f"unknown hidden-state loss {kind!r}")
+    return torch.stack(losses).mean()
