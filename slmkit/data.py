@@ -8,7 +8,12 @@ generate a response (chat rendered with the generation prompt); empty for text.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmkit.errors import InputError
 
 
 @dataclass
@@ -42,3 +47,182 @@ def collate_prompts(examples: list[Example], pad_id: int):
     prompts = [Example(input_ids=e.prompt_ids, loss_mask=[0] * len(e.prompt_ids)) for e in examples]
     batch = collate(prompts, pad_id, side="left")
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+
+def load_split(recipe, split: str, tokenizer, *, max_length: int | None = None,
+               base_dir: Path | None = None) -> list[Example]:
+    """Tokenized examples of ``recipe.data.<split>``; calibration falls back to train."""
+    spec = getattr(recipe.data, split)
+    if spec is None and split == "calibration":
+        spec = recipe.data.train
+    if spec is None:
+        raise InputError(f"the recipe has no `data.{split}` section, which this stage needs")
+    return load_examples(spec, tokenizer, max_length=max_length, base_dir=base_dir or Path.cwd())
+
+
+def load_examples(spec, tokenizer, *, max_length: int | None = None, base_dir: Path) -> list[Example]:
+    rows, where = read_rows(spec, base_dir)
+    limit = max_length or spec.max_length
+    if spec.format == "text":
+        return _pack_text(rows, spec.text_field, tokenizer, limit, where)
+    build = _chat_example if spec.format == "chat" else _prompt_completion_example
+    return [build(row, spec, tokenizer, limit, f"{where}:{i + 1}") for i, row in enumerate(rows)]
+
+
+def data_files(spec, base_dir: Path) -> list[Path]:
+    """The local files behind a spec (sorted), validated for a supported type."""
+    from slmkit.recipe import resolve_data_path
+
+    root = resolve_data_path(spec.path, base_dir)
+    if not root.exists():
+        raise InputError(f"data file {root} does not exist")
+    files = sorted(p for p in root.iterdir() if p.suffix in SUFFIXES) if root.is_dir() else [root]
+    if not files:
+        raise InputError(f"data directory {root} holds no {'/'.join(SUFFIXES)} files")
+    kinds = {SUFFIXES.get(p.suffix) for p in files}
+    if None in kinds or len(kinds) > 1:
+        raise InputError(f"data {root}: expected files of one type among {', '.join(SUFFIXES)}, got "
+                         f"{sorted({p.suffix or '(none)' for p in files})}")
+    return files
+
+
+def read_rows(spec, base_dir: Path) -> tuple[list[dict], str]:
+    """Rows of a data spec as dicts, through `datasets`; clear errors for empty or non-UTF-8 files."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if spec.hub is not None:
+        try:
+            ds = datasets.load_dataset(spec.hub.name, spec.hub.config, split=spec.hub.split)
+        except Exception as e:  # offline miss, unknown dataset or split
+            raise InputError(f"cannot load hub dataset {spec.hub.name!r}: {e}") from None
+        where = f"{spec.hub.name}[{spec.hub.split}]"
+    else:
+        files = data_files(spec, base_dir)
+        for f in files:
+            _check_text_file(f)
+        where = str(files[0]) if len(files) == 1 else str(files[0].parent)
+        try:
+            ds = datasets.load_dataset(SUFFIXES[files[0].suffix], data_files=[str(f) for f in files],
+                                       split="train")
+        except Exception as e:
+            raise InputError(f"{where}: cannot parse the data ({e.__class__.__name__}: {e})") from None
+    if spec.max_samples is not None:
+        ds = ds.select(range(min(spec.max_samples, len(ds))))
+    rows = list(ds)
+    if not rows:
+        raise InputError(f"{where}: the data set is empty")
+    return rows, where
+
+
+def _check_text_file(path: Path) -> None:
+    if path.suffix == ".parquet":
+        return
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError(f"{path}: the file is empty")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line} is not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+
+
+def _field(row: dict, name: str, where: str):
+    if row.get(name) in (None, ""):
+        raise InputError(f"{where}: row has no `{name}` field (columns: {', '.join(row) or 'none'})")
+    return row[name]
+
+
+def _chat_example(row, spec, tokenizer, limit: int, where: str) -> Example:
+    messages = _field(row, spec.messages_field, where)
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                 for m in messages):
+        raise InputError(f"{where}: `{spec.messages_field}` must be a list of {{role, content}} messages")
+    last_answer = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    prompt_msgs = messages if last_answer is None else messages[:last_answer]
+    prompt_text = render_chat(tokenizer, prompt_msgs, generation_prompt=True)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][:limit]
+    if last_answer is None:  # a prompt-only row: the teacher or student writes the response
+        return Example(input_ids=list(prompt_ids), loss_mask=[0] * len(prompt_ids), prompt_ids=list(prompt_ids),
+                       source=where)
+    text, spans = _assistant_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"][:limit]
+    mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"][:limit]]
+    return Example(input_ids=ids, loss_mask=mask, prompt_ids=list(prompt_ids), source=where,
+                   reference=messages[last_answer]["content"])
+
+
+def render_chat(tokenizer, messages: list[dict], *, generation_prompt: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("chat data needs a tokenizer with a chat template; use format: prompt_completion or text")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _assistant_spans(tokenizer, messages) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant turn (with its end tag)."""
+    full = render_chat(tokenizer, messages, generation_prompt=False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:i], generation_prompt=True)
+        upto = render_chat(tokenizer, messages[: i + 1], generation_prompt=False)
+        if full.startswith(before) and full.startswith(upto):
+            spans.append((len(before), len(upto)))
+        else:  # a template that re-renders earlier turns: fall back to locating the text itself
+            start = full.find(m["content"], spans[-1][1] if spans else 0)
+            if start < 0:
+                raise InputError(f"cannot locate assistant turn {i} in the rendered chat")
+            spans.append((start, start + len(m["content"])))
+    return full, spans
+
+
+def _prompt_completion_example(row, spec, tokenizer, limit: int, where: str) -> Example:
+    prompt = str(_field(row, spec.prompt_field, where))
+    completion = str(_field(row, spec.completion_field, where))
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        c_ids = c_ids + [tokenizer.eos_token_id]
+    ids = (p_ids + c_ids)[:limit]
+    mask = ([0] * len(p_ids) + [1] * len(c_ids))[:limit]
+    return Example(input_ids=ids, loss_mask=mask, prompt_ids=p_ids[:limit], source=where, reference=completion)
+
+
+def _pack_text(rows, field: str, tokenizer, block: int, where: str) -> list[Example]:
+    stream: list[int] = []
+    for i, row in enumerate(rows):
+        stream += tokenizer(str(_field(row, field, f"{where}:{i + 1}")), add_special_tokens=False)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            stream.append(tokenizer.eos_token_id)
+    if len(stream) < 2:
+        raise InputError(f"{where}: the text holds fewer than 2 tokens")
+    blocks = [stream[i: i + block] for i in range(0, len(stream), block)]
+    blocks = [b for b in blocks if len(b) >= 2]
+    return [Example(input_ids=b, loss_mask=[1] * len(b), source=f"{where}#block{j}") for j, b in enumerate(blocks)]
+
+
+def fingerprint(recipe, base_dir: Path) -> str:
+    """A hash of every data spec and the bytes of its local files: part of each stage's cache key."""
+    h = hashlib.sha256()
+    for split in ("train", "eval", "calibration"):
+        spec = getattr(recipe.data, split)
+        if spec is None:
+            continue
+        h.update(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+        if spec.path is not None:
+            try:
+                for f in data_files(spec, base_dir):
+                    h.update(hashlib.sha256(f.read_bytes()).digest())
+            except InputError:
+                pass  # reported by validation; nothing to hash
+    return h.hexdigest()[:16]

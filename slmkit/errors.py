@@ -30,6 +30,14 @@ class RecipeError(InputError):
 
 
 class GateFailed(SlmkitError):
-    """A benchmark gate missed its threshold: exit code 3 (the report is still written)."""
+    """A benchmark gate missed its threshold: exit code 3 (the report is still written).
+
+    A stage may raise it with its ``output`` (a StageOutput) so the pipeline commits the report
+    before failing the run.
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, output=None):
+        super().__init__(message)
+        self.output = output

@@ -1,0 +1,319 @@
+"""Running a recipe: order stages, resolve inputs, reuse cached artifacts, commit new ones.
+
+The flow of ``slmkit run``::
+
+    load_recipe -> Store(output_dir/name) -> source artifacts (teacher, student)
+      -> for each stage: resolve input -> cache key -> reuse | run(ctx) -> commit
+
+A stage's cache key covers its resolved config, the content hash of its inputs (and the
+teacher's), the data fingerprint, the seed and the slmkit version; any change makes a new
+version, ``--force`` always does. A stage that fails commits nothing; its work directory
+(checkpoints) stays so that the same command resumes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmkit import __version__
+from slmkit.artifacts import (MANIFEST, Store, base_manifest, content_hash, file_hashes, hash_json, model_card,
+                              read_manifest, safe_component, sha256_file)
+from slmkit.context import StageContext, StageOutput
+from slmkit.errors import GateFailed, InputError
+from slmkit.progress import Reporter
+from slmkit.recipe import Recipe, StageSpec, dump_recipe, stage_config_dump
+
+# the closed registry of stage runners: kind -> module holding `run(ctx) -> StageOutput`
+STAGE_MODULES = {"prune": "slmkit.prune.stage", "distill": "slmkit.distill.stage",
+                 "quantize": "slmkit.quantize.stage", "export": "slmkit.export.stage",
+                 "benchmark": "slmkit.benchmark.stage"}
+
+
+@dataclass
+class RunOptions:
+    recipe_path: Path | None = None
+    output_dir: Path | None = None
+    force: bool = False
+    only_kind: str | None = None  # `slmkit distill RECIPE` runs only the distill stages
+    input_override: Path | None = None
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    path: Path
+    cached: bool
+    manifest: dict = field(default_factory=dict)
+
+
+def store_for(recipe: Recipe, opts: RunOptions) -> Store:
+    root = Path(opts.output_dir or recipe.output_dir)
+    return Store(root / safe_component(recipe.name, "recipe name"))
+
+
+def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[StageResult]:
+    store = store_for(recipe, opts)
+    for stale in store.clean_stale():
+        reporter.debug(f"removed stale temporary directory {stale}")
+    _seed(recipe.seed)
+    teacher = ensure_source(store, "source", recipe.teacher.model, recipe.teacher.dtype, recipe, reporter,
+                            force=False)
+    start = ensure_student(store, recipe, teacher, reporter) if recipe.student else teacher
+    selected = [s for s in recipe.stages if opts.only_kind in (None, s.kind)]
+    if not selected:
+        raise InputError(f"the recipe has no `{opts.only_kind}` stage")
+    done: dict[str, StageResult] = {}
+    gate_failures: list[str] = []
+    for stage in selected:
+        input_path = resolve_input(recipe, stage, store, done, start, opts)
+        result = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter)
+        done[stage.name] = result
+        gate_failures += result.manifest.get("details", {}).get("gate_failures", [])
+    if gate_failures:
+        raise GateFailed("benchmark gate(s) failed:\n" + "\n".join(f"  - {g}" for g in gate_failures))
+    return list(done.values())
+
+
+def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, start: Path,
+                  opts: RunOptions) -> Path:
+    """The artifact a stage reads: --input, its `input`, or the previous stage's output."""
+    if opts.input_override is not None and opts.only_kind:
+        return _artifact_path(opts.input_override, "--input")
+    index = [s.name for s in recipe.stages].index(stage.name)
+    ref = stage.input if stage.input is not None else (recipe.stages[index - 1].name if index else None)
+    if ref is None:
+        return start
+    if "/" in ref or ref.startswith("."):
+        return _artifact_path(Path(ref), f"stages[{index}].input")
+    if ref in done:
+        return done[ref].path
+    latest = store.latest(ref)
+    if latest is None:
+        raise InputError(f"stage {stage.name!r} reads the output of stage {ref!r}, which has no artifact "
+                         f"in {store.root} yet: run it first (`slmkit run`) or pass --input ARTIFACT")
+    return latest
+
+
+def _artifact_path(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"{what}: {path} is not a directory")
+    if not (path / MANIFEST).exists() and not (path / "config.json").exists():
+        raise InputError(f"{what}: {path} is neither an slmkit artifact nor a model directory")
+    return path
+
+
+def artifact_hash(path: Path) -> str:
+    """Content hash of an input: the manifest's for artifacts, computed for foreign directories."""
+    if (path / MANIFEST).exists():
+        return read_manifest(path)["content_hash"]
+    return content_hash(file_hashes(path))
+
+
+def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path, store: Store, done: dict,
+              opts: RunOptions, reporter: Reporter) -> StageResult:
+    from slmkit.data import fingerprint
+
+    base_dir = opts.recipe_path.parent if opts.recipe_path else Path.cwd()
+    extras = {"artifacts": _earlier_artifacts(recipe, stage, store, done)} if stage.kind == "benchmark" else {}
+    key = hash_json({
+        "stage": stage_config_dump(stage), "input": artifact_hash(input_path), "teacher": artifact_hash(teacher),
+        "data": fingerprint(recipe, base_dir), "seed": recipe.seed, "task": recipe.task, "slmkit": __version__,
+        "others": [a["manifest"].get("content_hash") for a in extras.get("artifacts", [])],
+    })
+    if not opts.force and (found := store.find_cached(stage.name, key)):
+        reporter.info(f"[{stage.name}] cached: reusing {found} (same config and inputs; --force to rebuild)")
+        return StageResult(stage.name, stage.kind, found, True, read_manifest(found))
+    reporter.info(f"[{stage.name}] running {stage.kind} on {input_path}")
+    runner = importlib.import_module(STAGE_MODULES[stage.kind])
+    tmp = store.begin(stage.name)
+    work = store.work_dir(stage.name, key)
+    ctx = StageContext(recipe=recipe, stage=stage, out_dir=tmp, input_dir=input_path,
+                       input_manifest=read_manifest(input_path) if (input_path / MANIFEST).exists() else None,
+                       teacher_dir=teacher, run_dir=store.root, reporter=reporter, work_dir=work, store=store,
+                       recipe_path=opts.recipe_path, extras=extras)
+    started = time.time()
+    gate_error = None
+    try:
+        output = runner.run(ctx) or StageOutput()
+    except GateFailed as e:  # the report is written: commit it, then fail
+        output, gate_error = e.output or StageOutput(), e
+    except BaseException:
+        store.abort(tmp)
+        raise
+    manifest = _manifest(recipe, stage, key, started, input_path, teacher, output, gate_error)
+    path = store.commit(stage.name, tmp, manifest, recipe_yaml=_recipe_history(recipe, input_path),
+                        card=model_card(manifest, output.model_card_notes))
+    shutil.rmtree(work, ignore_errors=True)
+    reporter.info(f"[{stage.name}] wrote {path} ({time.time() - started:.1f}s)")
+    return StageResult(stage.name, stage.kind, path, False, read_manifest(path))
+
+
+def _manifest(recipe, stage, key, started, input_path, teacher, output: StageOutput, gate_error) -> dict:
+    details = dict(output.details)
+    if gate_error is not None:
+        details.setdefault("gate_failures", [str(gate_error)])
+    inputs = [_input_entry("input", input_path), _input_entry("teacher", teacher)]
+    return base_manifest(stage.name, stage.kind, key, started) | {
+        "artifact_type": output.artifact_type, "config": stage_config_dump(stage),
+        "recipe": recipe.name, "recipe_hash": recipe.content_hash(), "seed": recipe.seed, "task": recipe.task,
+        "inputs": inputs, "metrics": output.metrics, "details": details,
+    }
+
+
+def _input_entry(role: str, path: Path) -> dict:
+    manifest = read_manifest(path) if (path / MANIFEST).exists() else {}
+    return {"role": role, "id": manifest.get("id"), "path": str(path), "content_hash": artifact_hash(path)}
+
+
+def _recipe_history(recipe: Recipe, input_path: Path) -> str:
+    text = dump_recipe(recipe)
+    parent = input_path / "recipe.yaml"
+    if parent.exists() and parent.read_text().strip():
+        pid = read_manifest(input_path).get("id")
+        history = "\n".join(f"# {line}" if line else "#" for line in parent.read_text().splitlines())
+        text += f"\n# ---- history: the recipe that made the input {pid} ----\n{history}\n"
+    return text
+
+
+def _earlier_artifacts(recipe: Recipe, stage: StageSpec, store: Store, done: dict) -> list[dict]:
+    out = []
+    for s in recipe.stages[: recipe.stages.index(stage)]:
+        path = done[s.name].path if s.name in done else store.latest(s.name)
+        if path is not None:
+            out.append({"id": read_manifest(path).get("id"), "stage": s.name, "kind": s.kind, "path": path,
+                        "manifest": read_manifest(path)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# source artifacts: the teacher (and a student given by the recipe) in HF format, made once
+
+
+def source_key(ref: str, dtype: str, extra=None) -> str:
+    from slmkit.models import resolve_ref
+
+    kind, where = resolve_ref(ref)
+    if kind == "gguf":
+        ident = sha256_file(Path(where))
+    elif kind == "dir":
+        ident = content_hash(file_hashes(Path(where)))
+    else:
+        ident = ref
+    return hash_json({"ref": ident, "dtype": dtype, "extra": extra, "slmkit": __version__})
+
+
+def ensure_source(store: Store, name: str, ref: str, dtype: str, recipe: Recipe, reporter: Reporter,
+                  *, force: bool = False, build=None, extra=None) -> Path:
+    """The HF-format copy of a model ref as artifact `<name>/v<N>`, converted only once."""
+    key = source_key(ref, dtype, extra)
+    if found := store.find_cached(name, key):
+        reporter.debug(f"[{name}] reusing {found}")
+        return found
+    from slmkit.models import load_ref, save_model
+
+    reporter.info(f"[{name}] converting {ref} to a {dtype} Hugging Face directory (once; later runs reuse it)")
+    started = time.time()
+    tmp = store.begin(name)
+    try:
+        model, tokenizer = (build or (lambda: load_ref(ref, dtype, trust_remote_code=recipe.teacher.trust_remote_code,
+                                                         revision=recipe.teacher.revision)))()
+        save_model(model, tokenizer, tmp)
+        from slmkit.models import count_params
+
+        metrics = {"params": count_params(model)}
+    except BaseException:
+        store.abort(tmp)
+        raise
+    manifest = base_manifest(name, "source", key, started) | {
+        "artifact_type": "model", "config": {"model": ref, "dtype": dtype, **({"init": extra} if extra else {})},
+        "recipe": recipe.name, "inputs": [], "metrics": metrics}
+    path = store.commit(name, tmp, manifest, recipe_yaml=dump_recipe(recipe))
+    reporter.info(f"[{name}] wrote {path}")
+    return path
+
+
+def ensure_student(store: Store, recipe: Recipe, teacher: Path, reporter: Reporter) -> Path:
+    student = recipe.student
+    if student.model is not None:
+        return ensure_source(store, "student", student.model, student.dtype, recipe, reporter)
+    init = student.init.model_dump(mode="json", by_alias=True)
+    return ensure_source(store, "student", str(teacher), student.dtype, recipe, reporter,
+                         build=lambda: init_student(teacher, student.init, student.dtype), extra=init)
+
+
+def init_student(teacher: Path, init, dtype: str):
+    """A student built from the teacher: selected layers (with weights) or a fresh config (random)."""
+    from transformers import AutoModelForCausalLM
+
+    from slmkit.models import load_model, load_tokenizer, torch_dtype
+
+    tokenizer = load_tokenizer(teacher)
+    if init.keep_layers is not None:
+        from slmkit.prune.surgery import keep_layers
+
+        return keep_layers(load_model(teacher, dtype), init.keep_layers), tokenizer
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(teacher))
+    for k, v in init.config.items():
+        if not hasattr(config, k):
+            raise InputError(f"student.init.config.{k}: {config.model_type} configs have no such field")
+        setattr(config, k, v)
+    return AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype)), tokenizer
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# --dry-run: the plan, with estimated sizes, running nothing
+
+
+def plan_recipe(recipe: Recipe, opts: RunOptions) -> list[dict]:
+    """Stages, inputs, outputs (cached or new version), estimated parameters and memory."""
+    from slmkit.models import config_params, load_config
+
+    store = store_for(recipe, opts)
+    config = load_config(recipe.teacher.model)
+    teacher_params = config_params(config)
+    bytes_per = 2 if recipe.teacher.dtype in ("bfloat16", "float16") else 4
+    rows = [{"stage": "source", "kind": "source", "input": recipe.teacher.model,
+             "output": _next_version(store, "source"), "params": teacher_params,
+             "memory_gb": round(teacher_params * bytes_per / 2**30, 2), "notes": "teacher in HF format"}]
+    params, names = teacher_params, [s.name for s in recipe.stages]
+    for i, stage in enumerate(recipe.stages):
+        if opts.only_kind not in (None, stage.kind):
+            continue
+        notes = ""
+        if stage.kind == "prune":
+            from slmkit.prune.stage import plan as prune_plan
+
+            planned = prune_plan(stage.config, config)
+            params, config, notes = planned["params"], planned.get("model_config", config), planned.get("summary", "")
+        memory = params * 4 if stage.kind != "distill" else teacher_params * bytes_per + params * 16
+        rows.append({"stage": stage.name, "kind": stage.kind,
+                     "input": stage.input or (names[i - 1] if i else ("student" if recipe.student else "source")),
+                     "output": _next_version(store, stage.name), "params": params,
+                     "memory_gb": round(memory / 2**30, 2), "notes": notes})
+    return rows
+
+
+def _next_version(store: Store, stage: str) -> str:
+    latest = store.latest(stage)
+    n = int(latest.name[1:]) + 1 if latest else 1
+    return f"{store.root / stage}/v{n} (or a cached version)"

