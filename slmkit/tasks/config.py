@@ -1,0 +1,119 @@
+"""Recipe sections of predictive tasks: what is scored, how it is prompted, how scores are distilled.
+
+A recipe picks ``task: {kind: ranking | classification, ...}`` beside the default generation
+task (issue 8). The same section drives the teacher and the student: a causal LM reads
+``template`` and answers with one of the ``verbalizers``; a sequence classifier reads the
+(context, item) pair and its head gives one logit per label (or a single logit for two labels).
+
+Example::
+
+    task:
+      kind: ranking
+      labels: [0, 1]
+      verbalizers: [" No", " Yes"]
+      template: "Query: {context}\\nCandidate: {item}\\nDoes the candidate answer the query?\\nAnswer:"
+      data: {train: slmkit/data_files/ranking_train.jsonl, eval: slmkit/data_files/ranking_eval.jsonl}
+      primary_metric: ndcg@10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import Field, model_validator
+
+from slmkit.schema import StrictModel
+
+Label = Union[int, str]
+
+PRIMARY_METRICS = ("auc", "accuracy", "log_loss", "ndcg@k", "mrr", "ece")
+
+
+class TaskDataConfig(StrictModel):
+    """Where the scored rows live. Each row: context, item, optional label, optional group."""
+
+    train: Path | None = Field(None, description="Training rows (jsonl/json/csv/parquet), loaded through `datasets`.")
+    eval: Path | None = Field(None, description="Held-out rows with labels; metrics are computed on them.")
+    context_field: str = Field("context", description="Column holding the context (query, member, document).")
+    item_field: str = Field("item", description="Column holding the candidate item scored against the context.")
+    label_field: str = Field("label", description="Column holding the label; must be one of `task.labels`.")
+    group_field: str = Field(
+        "group", description="Column grouping the candidates of one context; defaults to the context text when absent."
+    )
+
+
+class ScoreKDConfig(StrictModel):
+    """Knowledge distillation on scores: student score distribution matches the teacher's."""
+
+    kind: Literal["kl", "bce", "listwise_kl"] = Field(
+        "kl",
+        description="kl: KL(teacher || student) over the label distribution of each row; "
+        "bce: binary cross-entropy with the teacher's positive probability as soft target (binary labels); "
+        "listwise_kl: KL between softmaxes of the positive scores over each group's candidates (ranking).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Softens both distributions; the KD term is scaled by T^2.")
+    hard_label_weight: float = Field(
+        0.0, ge=0, le=1, description="Weight of the hard-label loss where rows have labels: (1-w)*kd + w*hard."
+    )
+
+
+class TaskConfig(StrictModel):
+    """A predictive task: ranking (binary relevance per candidate, grouped) or classification."""
+
+    kind: Literal["ranking", "classification"] = Field(
+        "ranking", description="ranking: candidates per context are ordered by score; classification: one label per row."
+    )
+    labels: list[Label] = Field(
+        [0, 1],
+        min_length=2,
+        description="The declared label set, in order; for ranking exactly two, the second being 'relevant'.",
+    )
+    verbalizers: list[str] = Field(
+        [" No", " Yes"],
+        description="For causal-LM scorers: one single-token answer per label, in the order of `labels`.",
+    )
+    template: str = Field(
+        "Query: {context}\nCandidate: {item}\nDoes the candidate answer the query? Answer Yes or No.\nAnswer:",
+        description="Prompt for causal-LM scorers; `{context}` must come before `{item}` so the context's KV cache "
+        "can be shared by all candidates.",
+    )
+    chat_template: bool = Field(
+        False, description="Wrap the template in the tokenizer's chat template as a user turn (instruct teachers)."
+    )
+    max_length: int = Field(512, gt=8, description="Token budget of one (context, item) input; longer contexts are cut.")
+    data: TaskDataConfig = Field(default_factory=TaskDataConfig, description="Where the rows come from.")
+    primary_metric: str = Field(
+        "auc", description="Metric `quality_retained` is computed on: auc, accuracy, log_loss, ndcg@<k>, mrr or ece."
+    )
+    kd: ScoreKDConfig = Field(default_factory=ScoreKDConfig, description="How a student is distilled on scores.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskConfig":
+        problems = []
+        if len(set(map(str, self.labels))) != len(self.labels):
+            problems.append(f"task.labels has duplicates: {self.labels}")
+        if self.kind == "ranking" and len(self.labels) != 2:
+            problems.append(f"task.labels: ranking needs exactly two labels (irrelevant, relevant), got {self.labels}")
+        if len(self.verbalizers) != len(self.labels):
+            problems.append(f"task.verbalizers: need one per label ({len(self.labels)}), got {len(self.verbalizers)}")
+        i, j = self.template.find("{context}"), self.template.find("{item}")
+        if i < 0 or j < 0 or i > j:
+            problems.append("task.template must contain `{context}` followed later by `{item}`")
+        if self.template.count("{item}") != 1 or self.template.count("{context}") != 1:
+            problems.append("task.template must contain `{context}` and `{item}` exactly once each")
+        if _metric_name(self.primary_metric) not in PRIMARY_METRICS:
+            problems.append(f"task.primary_metric: expected one of auc, accuracy, log_loss, ndcg@<k>, mrr, ece; "
+                            f"got {self.primary_metric!r}")
+        if self.kd.kind == "bce" and len(self.labels) != 2:
+            problems.append("task.kd.kind: bce needs two labels; use kl for more")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _metric_name(metric: str) -> str:
+    """'ndcg@10' -> 'ndcg@k'; other names unchanged."""
+    if metric.startswith("ndcg@") and metric[5:].isdigit() and int(metric[5:]) > 0:
+        return "ndcg@k"
+    return metric
