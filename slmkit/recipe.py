@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from slmkit.errors import RecipeError
 from slmkit.schema import StrictModel
@@ -138,6 +138,7 @@ class StageSpec(StrictModel):
     input: str | None = Field(None, description="An earlier stage's name or an artifact directory; default: "
                               "the previous stage's output (the teacher, or the student, for the first).")
     config: Any = Field(description="The kind's method config.")
+    _index: int = PrivateAttr(0)  # position in the YAML list, for error lines
 
 
 class Recipe(StrictModel):
@@ -202,12 +203,9 @@ def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (
     raw = _interpolate(raw, (), problems, lines)
     raw = apply_overrides(raw, overrides, problems)
     stages_raw = _unpack_stages(raw, problems, lines)
-    if problems:
-        raise RecipeError(where, problems)
     recipe = _validate(raw, stages_raw, problems, lines)
-    if recipe is not None:
-        _check_references(recipe, raw, problems, lines)
-        _check_data_files(recipe, base_dir or Path.cwd(), problems, lines)
+    _check_references(stages_raw or [], problems, lines)
+    _check_data_files(raw, base_dir or Path.cwd(), problems, lines)
     if problems:
         raise RecipeError(where, problems)
     return recipe
@@ -348,7 +346,6 @@ def _unpack_stages(raw: dict, problems, lines) -> list[dict] | None:
 def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
     types = stage_config_types()
     data = {k: v for k, v in raw.items() if k != "stages"}
-    data["stages"] = stages_raw if stages_raw is not None else raw.get("stages")
     configs = []
     for s in stages_raw or []:
         try:
@@ -359,9 +356,11 @@ def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
                 path = ("stages", s["_index"], s["kind"]) + _raw_path(s["config"], err["loc"])
                 problems.append(f"{_where(path, lines)}: {_message(err)}")
     try:
-        stub = [{k: v for k, v in s.items() if k != "_index"} | {"config": None}
-                for s in (stages_raw or [])] if stages_raw is not None else data["stages"]
-        recipe = Recipe.model_validate({**data, "stages": stub})
+        if stages_raw is not None:
+            data["stages"] = [{k: v for k, v in s.items() if k != "_index"} | {"config": None} for s in stages_raw]
+        elif "stages" in raw:
+            data["stages"] = raw["stages"]
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
             loc = err["loc"]
@@ -372,10 +371,9 @@ def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
                 path = _raw_path(raw, loc)
             problems.append(f"{_where(path, lines)}: {_message(err)}")
         return None
-    if problems:
-        return None
-    for spec, cfg in zip(recipe.stages, configs):
+    for spec, cfg, s in zip(recipe.stages, configs, stages_raw or []):
         spec.config = cfg
+        spec._index = s["_index"]
     return recipe
 
 
@@ -389,7 +387,9 @@ def _raw_path(raw, loc) -> tuple:
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             path.append(part)
             node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and not _is_tag(part):
+        elif isinstance(node, dict) and (part in node.values() or _is_tag(str(part))):
+            continue  # a discriminator value pydantic put into the path
+        elif isinstance(node, dict) and isinstance(part, str):
             path.append(part)  # a missing or unknown key: name it, then stop descending
             node = None
     return tuple(path)
@@ -416,25 +416,27 @@ def _message(err: dict) -> str:
     return f"{msg.removeprefix('Value error, ')}{shown}"
 
 
-def _check_references(recipe: Recipe, raw, problems, lines):
+def _check_references(stages: list[dict], problems, lines):
+    """Stage names unique and safe; `input` names an earlier stage (or is an artifact path)."""
     seen: dict[str, int] = {}
-    order = {s.name: i for i, s in enumerate(recipe.stages)}
-    for i, s in enumerate(recipe.stages):
-        at = _where(("stages", i, s.kind, "name"), lines)
-        if not _NAME.match(s.name):
-            problems.append(f"{at}: stage name {s.name!r} must be letters, digits, '_', '-' or '.' "
+    order = {s["name"]: pos for pos, s in reversed(list(enumerate(stages)))}
+    for pos, s in enumerate(stages):
+        i, kind, name, ref = s["_index"], s["kind"], s["name"], s["input"]
+        at = _where(("stages", i, kind, "name"), lines)
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append(f"{at}: stage name {name!r} must be letters, digits, '_', '-' or '.' "
                             "(it names a directory)")
-        if s.name in seen:
-            problems.append(f"{at}: duplicate stage name {s.name!r} (also stage {seen[s.name]})")
-        seen.setdefault(s.name, i)
-        if s.input is None or _looks_like_path(s.input):
+        elif name in seen:
+            problems.append(f"{at}: duplicate stage name {name!r} (also stages[{seen[name]}])")
+        seen.setdefault(name, i)
+        if ref is None or not isinstance(ref, str) or _looks_like_path(ref):
             continue
-        at = _where(("stages", i, s.kind, "input"), lines)
-        if s.input not in order:
-            problems.append(f"{at}: input {s.input!r} is not a stage of this recipe "
+        at = _where(("stages", i, kind, "input"), lines)
+        if ref not in order:
+            problems.append(f"{at}: input {ref!r} is not a stage of this recipe "
                             f"(stages: {', '.join(order)}) nor an artifact path")
-        elif order[s.input] >= i:
-            problems.append(f"{at}: input {s.input!r} comes later in the list (or is this stage); "
+        elif order[ref] >= pos:
+            problems.append(f"{at}: input {ref!r} comes later in the list (or is this stage); "
                             "a stage can only read an earlier stage's output")
 
 
@@ -442,19 +444,21 @@ def _looks_like_path(ref: str) -> bool:
     return "/" in ref or ref.startswith(".")
 
 
-def _check_data_files(recipe: Recipe, base_dir: Path, problems, lines):
+def _check_data_files(raw: dict, base_dir: Path, problems, lines):
+    # on the raw mapping, so a missing file is reported beside every other problem
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     for split in ("train", "eval", "calibration"):
-        spec = getattr(recipe.data, split)
-        if spec is None or spec.path is None:
+        spec = data.get(split)
+        path = spec.get("path") if isinstance(spec, dict) else None
+        if not isinstance(path, str):
             continue
-        if spec.path.startswith("builtin:"):
-            if spec.path not in BUILTIN_DATA:
-                problems.append(f"{_where(('data', split, 'path'), lines)}: unknown built-in data set "
-                                f"{spec.path!r}; expected one of {', '.join(BUILTIN_DATA)}")
+        at = _where(("data", split, "path"), lines)
+        if path.startswith("builtin:"):
+            if path not in BUILTIN_DATA:
+                problems.append(f"{at}: unknown built-in data set {path!r}; expected one of {', '.join(BUILTIN_DATA)}")
             continue
-        if not resolve_data_path(spec.path, base_dir).exists():
-            problems.append(f"{_where(('data', split, 'path'), lines)}: data file {spec.path!r} does not exist "
-                            f"(looked in {resolve_data_path(spec.path, base_dir)})")
+        if not resolve_data_path(path, base_dir).exists():
+            problems.append(f"{at}: data file {path!r} does not exist (looked in {resolve_data_path(path, base_dir)})")
 
 
 def resolve_data_path(path: str, base_dir: Path) -> Path:
