@@ -110,7 +110,7 @@ class OsscarConfig(WidthMlpConfig):
     """
 
     method: Literal["osscar"] = Field(description="OSSCAR: reconstruction-optimal MLP neuron selection with refit.")
-    damping: float = Field(0.01, ge=0, description="Ridge term of the refit, as a fraction of mean diag(H^T H).")
+    damping: float = Field(0.01, ge=0, description="Ridge term of the refit, as a fraction of each neuron's own energy diag(H^T H).")
     max_swaps: int = Field(64, ge=0, description="Most accepted kept/removed swaps per layer in the local search.")
     swap_candidates: int = Field(
         8, ge=1, description="Cheapest-to-remove kept neurons tried per local-search step before it stops."

@@ -5,7 +5,7 @@ Combinatorial Optimization" (arXiv 2403.12983), as used by the LinkedIn paper th
 follows. For one MLP, H [tokens, d_ff] is the gated intermediate and Y = H W^T its output
 (W = down_proj.weight, [d_out, d_ff]). Keeping neurons S and refitting W on them costs
 
-    err(S) = ||Y||^2 - tr(B_S^T (G_SS + lam I)^-1 B_S),   G = H^T H,  B = G W^T,
+    err(S) = ||Y||^2 - tr(B_S^T (G_SS + D_SS)^-1 B_S),   G = H^T H,  B = G W^T,  D = damping * diag(G),
 
 so everything needed is the Gram matrix G, accumulated by streaming calibration. The search
 starts from the activation (Minitron) selection and swaps one kept and one removed neuron while
@@ -22,9 +22,14 @@ import torch
 
 
 def damped_gram(gram: torch.Tensor, damping: float) -> torch.Tensor:
-    """G + lam I with lam = damping * mean(diag G): keeps the refit well posed (GPTQ-style)."""
-    lam = damping * gram.diagonal().mean().clamp_min(1e-12)
-    return gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    """G + damping * diag(G): keeps the refit well posed.
+
+    The ridge is relative to each neuron's own energy, not the mean (as GPTQ does), so the
+    selection is scale invariant: MLP neurons differ in scale by orders of magnitude, and a
+    mean-based ridge would all but erase the quiet ones from the search.
+    """
+    diag = gram.diagonal()
+    return gram + torch.diag(damping * diag.clamp_min(1e-12 * float(diag.max().clamp_min(1e-30))))
 
 
 def refit_down(gram: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, damping: float) -> torch.Tensor:
