@@ -18,6 +18,7 @@ def execute(recipe_path: Path, *, kind: str | None, overrides: list[str], output
     from slmkit.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
+    _quiet_libraries(reporter.level)
     opts = RunOptions(recipe_path=Path(recipe_path), output_dir=output_dir, force=force, only_kind=kind,
                       input_override=input_path)
     if kind and not any(s.kind == kind for s in recipe.stages):
@@ -36,6 +37,19 @@ def execute(recipe_path: Path, *, kind: str | None, overrides: list[str], output
         e.result = _result_for_error(recipe, opts)
         raise
     return _summary(recipe, results, reporter)
+
+
+def _quiet_libraries(level: int) -> None:
+    """Our own progress replaces the libraries' bars and info logs unless -vv asks for them."""
+    if level >= 3:
+        return
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
 def _summary(recipe, results, reporter: Reporter) -> dict:
