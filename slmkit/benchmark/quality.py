@@ -1,0 +1,298 @@
+"""Quality metrics: pure math on tensors and strings, and a registry of metrics over a model.
+
+A metric is measured through an ``LM`` handle (``slmkit.benchmark.backends``): ``logits(seqs)``
+for teacher-forced scoring and ``generate(prompts, n)`` for greedy answers, so the same code
+scores a PyTorch model, an ONNX GenAI graph or a GGUF file. Evaluation is greedy and
+teacher-forced only, so measuring one model twice gives identical figures (issue 6).
+
+``METRICS`` is the closed registry the recipe's ``quality:`` list is checked against; another
+area (predictive tasks: AUC, NDCG) adds its entry here with the figures it produces.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:  # torch is imported lazily: the recipe schema imports this module
+    import torch
+
+    from slmkit.data import Example
+
+
+class MetricSkipped(Exception):
+    """A metric that cannot be measured for this model or data; the reason goes into the report."""
+
+
+class LM(Protocol):
+    backend: str
+
+    def logits(self, seqs: list[list[int]]) -> list["torch.Tensor"]: ...  # one float32 [T, V] per sequence
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]: ...
+
+
+# ---------------------------------------------------------------- pure math: tensors
+
+
+def sequence_nll(logits: "torch.Tensor", ids: "torch.Tensor", mask: "torch.Tensor") -> tuple[float, int]:
+    """Summed negative log-likelihood of the masked targets of one sequence, and their count.
+
+    ``logits[t]`` predicts ``ids[t + 1]``; ``mask[t] == 1`` marks ``ids[t]`` as a target (the
+    convention of ``slmkit.data.Example.loss_mask``), so position 0 is never a target.
+    """
+    import torch
+
+    logp = torch.log_softmax(logits[:-1].double(), dim=-1)
+    target_logp = logp.gather(-1, ids[1:].long().unsqueeze(-1)).squeeze(-1)
+    keep = mask[1:].bool()
+    return float(-target_logp[keep].sum()), int(keep.sum())
+
+
+def perplexity(nll_sum: float, count: int) -> float:
+    """exp of the mean token NLL; undefined (error) without targets."""
+    if count == 0:
+        raise MetricSkipped("no target tokens (every loss_mask is empty)")
+    return math.exp(nll_sum / count)
+
+
+def agreement_stats(teacher_logits: "torch.Tensor", model_logits: "torch.Tensor") -> tuple[int, float, int]:
+    """Top-1 matches, summed KL(teacher || model) and position count over [N, V] logit rows.
+
+    Both sides go through the same float64 log-softmax, so the teacher against itself gives
+    exactly 0, not rounding noise.
+    """
+    import torch
+
+    t = torch.log_softmax(teacher_logits.double(), dim=-1)
+    m = torch.log_softmax(model_logits.double(), dim=-1)
+    matches = int((t.argmax(-1) == m.argmax(-1)).sum())
+    kl = float((t.exp() * (t - m)).sum())
+    return matches, kl, int(t.shape[0])
+
+
+# ---------------------------------------------------------------- pure math: answer text
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation dropped, whitespace collapsed (SQuAD-style answer normalisation)."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def contains(prediction: str, reference: str) -> float:
+    """1 when the normalised reference appears in the normalised prediction as whole words."""
+    ref = normalize_answer(reference)
+    return float(bool(ref) and f" {ref} " in f" {normalize_answer(prediction)} ")
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Longest common subsequence length, O(len(a) * len(b)) time, O(len(b)) memory."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over normalised words (Lin 2004, with beta = 1)."""
+    p, r = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not p or not r:
+        return float(p == r)
+    lcs = lcs_length(p, r)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ---------------------------------------------------------------- evaluation inputs
+
+
+@dataclass
+class TeacherTargets:
+    """The teacher's greedy responses and its logits on them (for agreement), kept on disk."""
+
+    sequences: list[list[int]]  # prompt + teacher response
+    starts: list[int]  # index of the first response token in each sequence
+    logit_files: list[Path]  # float32 [len - start, V]: teacher logits predicting each response token
+
+    def logits(self, i: int) -> "torch.Tensor":
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(np.load(self.logit_files[i]))
+
+
+@dataclass
+class EvalSet:
+    examples: list["Example"]
+    tokenizer: Any
+    max_new_tokens: int
+    batch_size: int = 8
+    targets: TeacherTargets | None = None
+    config: Any = None  # the BenchmarkConfig, for metrics that take options (lm_eval)
+    extras: dict[str, Any] = field(default_factory=dict)  # inputs of metrics other areas register
+
+
+def build_teacher_targets(
+    teacher: LM, prompts: list[list[int]], responses: list[list[int]], out_dir: Path, batch_size: int = 8
+) -> TeacherTargets:
+    """Score the teacher on its own responses and keep its logits at the response positions.
+
+    Use the eval batch size: the same batches the teacher is later scored in give it exactly
+    top1_agreement 1 and teacher_kl 0, not padding-shape rounding noise.
+    """
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(p, r) for p, r in zip(prompts, responses) if p and r]
+    seqs = [p + r for p, r in pairs]
+    starts = [len(p) for p, _ in pairs]
+    files = []
+    for lo in range(0, len(seqs), batch_size):
+        for j, logits in enumerate(teacher.logits(seqs[lo : lo + batch_size])):
+            i = lo + j
+            rows = logits[starts[i] - 1 : len(seqs[i]) - 1].float().contiguous()
+            files.append(out_dir / f"teacher_logits_{i:05d}.npy")
+            np.save(files[-1], rows.numpy())
+    return TeacherTargets(seqs, starts, files)
+
+
+# ---------------------------------------------------------------- metrics over a model
+
+
+def _batches(items: list, size: int):
+    for lo in range(0, len(items), size):
+        yield items[lo : lo + size]
+
+
+def perplexity_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
+    import torch
+
+    nll, count = 0.0, 0
+    for batch in _batches(ev.examples, ev.batch_size):
+        for ex, logits in zip(batch, lm.logits([e.input_ids for e in batch])):
+            s, n = sequence_nll(logits, torch.tensor(ex.input_ids), torch.tensor(ex.loss_mask))
+            nll, count = nll + s, count + n
+    return {"perplexity": perplexity(nll, count)}
+
+
+def agreement_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
+    t = ev.targets
+    if t is None or not t.sequences:
+        raise MetricSkipped("no teacher responses (the eval data has no prompts to answer)")
+    matches, kl, n = 0, 0.0, 0
+    for lo in range(0, len(t.sequences), ev.batch_size):
+        for j, logits in enumerate(lm.logits(t.sequences[lo : lo + ev.batch_size])):
+            i = lo + j
+            rows = logits[t.starts[i] - 1 : len(t.sequences[i]) - 1]
+            m, k, c = agreement_stats(t.logits(i), rows)
+            matches, kl, n = matches + m, kl + k, n + c
+    return {"top1_agreement": matches / n, "teacher_kl": kl / n}
+
+
+def task_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
+    examples = [e for e in ev.examples if e.reference is not None and e.prompt_ids]
+    if not examples:
+        raise MetricSkipped("no eval examples with both a prompt and a reference answer")
+    scores = {"exact_match": 0.0, "contains": 0.0, "rouge_l": 0.0}
+    for batch in _batches(examples, ev.batch_size):
+        answers = lm.generate([e.prompt_ids for e in batch], ev.max_new_tokens)
+        for ex, ids in zip(batch, answers):
+            text = ev.tokenizer.decode(ids, skip_special_tokens=True)
+            for name, fn in (("exact_match", exact_match), ("contains", contains), ("rouge_l", rouge_l)):
+                scores[name] += fn(text, ex.reference)
+    return {k: v / len(examples) for k, v in scores.items()}
+
+
+def lm_eval_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
+    """lm-evaluation-harness tasks through its Python API, on the model's PyTorch checkpoint."""
+    import importlib.util
+
+    cfg = ev.config
+    if importlib.util.find_spec("lm_eval") is None:
+        raise MetricSkipped("lm_eval is not installed (pip install 'slmkit[eval]')")
+    if not getattr(lm, "hf_dir", None):
+        raise MetricSkipped(f"lm_eval runs PyTorch checkpoints only, not {lm.backend}")
+    if not cfg.lm_eval_tasks:
+        raise MetricSkipped("lm_eval is listed in quality but lm_eval_tasks is empty")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={lm.hf_dir},dtype=float32",
+        tasks=cfg.lm_eval_tasks,
+        limit=cfg.lm_eval_limit,
+        task_manager=TaskManager(include_path=cfg.lm_eval_include_path),
+    )
+    figures = {}
+    for task, res in out["results"].items():
+        accs = [
+            v for k, v in res.items() if k.split(",")[0] in ("acc", "exact_match") and isinstance(v, float)
+        ]
+        if accs:
+            figures[f"lm_eval:{task}"] = accs[0]
+    if not figures:
+        raise MetricSkipped(f"lm_eval returned no accuracy for tasks {cfg.lm_eval_tasks}")
+    figures["lm_eval_mean"] = sum(figures.values()) / len(figures)
+    return figures
+
+
+@dataclass(frozen=True)
+class Metric:
+    compute: Callable[[EvalSet, LM], dict[str, float | None]]
+    figures: dict[str, bool]  # figure name -> higher is better (used by quality_retained and plots)
+    needs_teacher_targets: bool = False
+
+
+METRICS: dict[str, Metric] = {
+    "perplexity": Metric(perplexity_metric, {"perplexity": False}),
+    "teacher_agreement": Metric(agreement_metric, {"top1_agreement": True, "teacher_kl": False}, True),
+    "task": Metric(task_metric, {"exact_match": True, "contains": True, "rouge_l": True}),
+    "lm_eval": Metric(lm_eval_metric, {"lm_eval_mean": True}),
+}
+
+
+def figure_directions(metric_names: list[str]) -> dict[str, bool]:
+    """Figure -> higher-is-better, for the figures the named metrics produce."""
+    out: dict[str, bool] = {}
+    for name in metric_names:
+        out.update(METRICS[name].figures)
+    return out
+
+
+def evaluate(ev: EvalSet, lm: LM, metric_names: list[str]) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Every named metric on one model: (figures, skipped metric -> reason)."""
+    figures: dict[str, float | None] = {}
+    skipped: dict[str, str] = {}
+    for name in metric_names:
+        try:
+            figures.update(METRICS[name].compute(ev, lm))
+        except MetricSkipped as e:
+            skipped[name] = str(e)
+            figures.update({f: None for f in METRICS[name].figures})
+    return figures, skipped
+
+
+def retained(model: float | None, teacher: float | None, higher_is_better: bool) -> float | None:
+    """Model over teacher, inverted for lower-is-better figures so 1.0 always means 'as good'."""
+    if model is None or teacher is None:
+        return None
+    num, den = (model, teacher) if higher_is_better else (teacher, model)
+    if den == 0:
+        return 1.0 if num == 0 else None
+    return num / den
