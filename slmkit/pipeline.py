@@ -24,7 +24,7 @@ from slmkit import __version__
 from slmkit.artifacts import (MANIFEST, Store, base_manifest, content_hash, file_hashes, hash_json, model_card,
                               read_manifest, safe_component, sha256_file)
 from slmkit.context import StageContext, StageOutput
-from slmkit.errors import GateFailed, InputError
+from slmkit.errors import GateFailed, InputError, SlmkitError
 from slmkit.progress import Reporter
 from slmkit.recipe import Recipe, StageSpec, dump_recipe, stage_config_dump
 
@@ -57,14 +57,45 @@ def store_for(recipe: Recipe, opts: RunOptions) -> Store:
     return Store(root / safe_component(recipe.name, "recipe name"))
 
 
+class Processes:
+    """Multi-process runs (`accelerate launch -m slmkit ...`): rank 0 writes, the others follow.
+
+    Distill stages train on every process (Accelerate shards the data); every other stage, and the
+    conversion of source models, runs on rank 0 while the rest wait and then read its artifact.
+    """
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self._state = None
+        if self.world > 1:
+            from accelerate import PartialState
+
+            self._state = PartialState()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
 def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[StageResult]:
     store = store_for(recipe, opts)
-    for stale in store.clean_stale():
-        reporter.debug(f"removed stale temporary directory {stale}")
+    procs = Processes()
+    if procs.main:
+        for stale in store.clean_stale():
+            reporter.debug(f"removed stale temporary directory {stale}")
     _seed(recipe.seed)
-    teacher = ensure_source(store, "source", recipe.teacher.model, recipe.teacher.dtype, recipe, reporter,
-                            force=False)
-    start = ensure_student(store, recipe, teacher, reporter) if recipe.student else teacher
+    if procs.main:
+        teacher = ensure_source(store, "source", recipe.teacher.model, recipe.teacher.dtype, recipe, reporter)
+        start = ensure_student(store, recipe, teacher, reporter) if recipe.student else teacher
+    procs.barrier()
+    if not procs.main:  # the sources exist now: find them without converting again
+        teacher = ensure_source(store, "source", recipe.teacher.model, recipe.teacher.dtype, recipe, reporter)
+        start = ensure_student(store, recipe, teacher, reporter) if recipe.student else teacher
     selected = [s for s in recipe.stages if opts.only_kind in (None, s.kind)]
     if not selected:
         raise InputError(f"the recipe has no `{opts.only_kind}` stage")
@@ -72,7 +103,7 @@ def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[Sta
     gate_failures: list[str] = []
     for stage in selected:
         input_path = resolve_input(recipe, stage, store, done, start, opts)
-        result = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter)
+        result = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter, procs)
         done[stage.name] = result
         gate_failures += result.manifest.get("details", {}).get("gate_failures", [])
     if gate_failures:
@@ -116,7 +147,7 @@ def artifact_hash(path: Path) -> str:
 
 
 def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path, store: Store, done: dict,
-              opts: RunOptions, reporter: Reporter) -> StageResult:
+              opts: RunOptions, reporter: Reporter, procs: Processes | None = None) -> StageResult:
     from slmkit.data import fingerprint
 
     base_dir = opts.recipe_path.parent if opts.recipe_path else Path.cwd()
@@ -129,6 +160,24 @@ def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path,
     if not opts.force and (found := store.find_cached(stage.name, key)):
         reporter.info(f"[{stage.name}] cached: reusing {found} (same config and inputs; --force to rebuild)")
         return StageResult(stage.name, stage.kind, found, True, read_manifest(found))
+    procs = procs or Processes()
+    if not procs.main and stage.kind != "distill":
+        procs.barrier()  # rank 0 runs it; read what it committed
+        return _follow(store, stage, key)
+    result = _execute_stage(recipe, stage, input_path, teacher, store, key, extras, opts, reporter, procs)
+    procs.barrier()
+    return result if procs.main else _follow(store, stage, key)
+
+
+def _follow(store: Store, stage: StageSpec, key: str) -> StageResult:
+    path = store.find_cached(stage.name, key)
+    if path is None:
+        raise SlmkitError(f"[{stage.name}] rank 0 did not commit an artifact; see its log")
+    return StageResult(stage.name, stage.kind, path, False, read_manifest(path))
+
+
+def _execute_stage(recipe, stage, input_path, teacher, store: Store, key: str, extras: dict, opts: RunOptions,
+                   reporter: Reporter, procs: Processes) -> StageResult | None:
     reporter.info(f"[{stage.name}] running {stage.kind} on {input_path}")
     runner = importlib.import_module(STAGE_MODULES[stage.kind])
     tmp = store.begin(stage.name)
@@ -146,6 +195,9 @@ def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path,
     except BaseException:
         store.abort(tmp)
         raise
+    if not procs.main:  # training ran here too, but only rank 0 writes the artifact
+        store.abort(tmp)
+        return None
     manifest = _manifest(recipe, stage, key, started, input_path, teacher, output, gate_error)
     path = store.commit(stage.name, tmp, manifest, recipe_yaml=_recipe_history(recipe, input_path),
                         card=model_card(manifest, output.model_card_notes))
