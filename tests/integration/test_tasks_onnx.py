@@ -1,0 +1,49 @@
+"""Scorer export to ONNX and int8, checked with the real onnxruntime against PyTorch scores."""
+
+import pytest
+import torch
+
+from slmkit.errors import SlmkitError
+from slmkit.tasks.config import TaskConfig
+from slmkit.tasks.data import ScoringRow
+from slmkit.tasks.onnx_export import export_and_verify, export_scorer, onnx_logits, trace_rows
+from slmkit.tasks.scorers import make_scorer, score_rows
+from tests.tasks_helpers import smol_tokenizer, tiny_bert_classifier, tiny_causal_lm
+
+
+def rows():
+    return [ScoringRow(f"find the function {c} " + "that parses text " * c, f"json.loads(s) {i}" + " x" * (3 * i), None,
+                       str(c)) for c in range(3) for i in range(4)]
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_encoder_classifier_fp32_and_int8_match_pytorch(tmp_path, num_labels):
+    model, tok = tiny_bert_classifier(num_labels=num_labels, seed=3)
+    task = TaskConfig(kind="classification", labels=["a", "b", "c"], verbalizers=[" a", " b", " c"]) \
+        if num_labels == 3 else TaskConfig()
+    scorer = make_scorer(model, tok, task)
+    report = export_and_verify(scorer, rows(), tmp_path)
+    assert report["fp32"]["max_abs_logit_diff"] < 1e-4
+    assert report["int8"]["max_abs_score_diff"] < 0.05
+    assert report["int8"]["bytes"] < report["fp32"]["bytes"] / 2  # weights really are int8
+    # batch size and sequence length are dynamic: a batch unlike the traced one still matches
+    odd = rows()[5:12]
+    assert torch.allclose(onnx_logits(tmp_path / "scorer.onnx", scorer, odd, batch_size=7),
+                          score_rows(scorer, odd), atol=1e-4)
+
+
+def test_causal_lm_scorer_graph_matches_pytorch(tmp_path):
+    scorer = make_scorer(tiny_causal_lm("qwen2", seed=4), smol_tokenizer(), TaskConfig())
+    path = export_scorer(scorer, trace_rows(rows()), tmp_path / "scorer.onnx")
+    got, ref = onnx_logits(path, scorer, rows(), batch_size=5), score_rows(scorer, rows())
+    assert got.shape == (12, 2)
+    assert torch.max(torch.abs(got - ref)).item() < 1e-4
+
+
+def test_verification_fails_loudly_on_drift(tmp_path):
+    model, tok = tiny_bert_classifier(num_labels=1, seed=5)
+    scorer = make_scorer(model, tok, TaskConfig())
+    with torch.no_grad():
+        model.classifier.weight.mul_(50.0)  # large logits: int8 rounding moves probabilities a lot
+    with pytest.raises(SlmkitError, match="int8 graph is not trustworthy"):
+        export_and_verify(scorer, rows(), tmp_path, int8_tol=1e-9)
