@@ -17,9 +17,19 @@ VOCAB = 256
 def tiny_config(arch: str, **overrides):
     from transformers import AutoConfig
 
-    kw = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
-              num_key_value_heads=4, head_dim=16, max_position_embeddings=256, pad_token_id=0, bos_token_id=1,
-              eos_token_id=2)
+    kw = {
+        "vocab_size": VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 16,
+        "max_position_embeddings": 256,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
     if arch == "gemma3_text":
         # mixed sliding/full layers, so depth surgery has to keep per-layer attention types aligned
         kw["layer_types"] = ["sliding_attention", "full_attention"] * 2

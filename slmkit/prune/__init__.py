@@ -30,6 +30,12 @@ def keep_layers(model, indices):
 
 
 __all__ = [
-    "DepthConfig", "OsscarConfig", "PruneConfig", "SparsityConfig", "WidthAttentionConfig", "WidthMlpConfig",
-    "plan", "keep_layers",
+    "DepthConfig",
+    "OsscarConfig",
+    "PruneConfig",
+    "SparsityConfig",
+    "WidthAttentionConfig",
+    "WidthMlpConfig",
+    "keep_layers",
+    "plan",
 ]

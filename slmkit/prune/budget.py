@@ -92,7 +92,9 @@ def solve_keep(model_config, dimension: str, target: int, multiple_of: int = 1) 
     key, upper = DIMENSIONS[dimension]
     options = [k for k in range(1, upper(cfg) + 1) if k % multiple_of == 0]
     if not options:
-        raise InputError(f"prune: no {dimension} count is a multiple of {multiple_of} (the model has {upper(cfg)})")
+        raise InputError(
+            f"prune: no {dimension} count is a multiple of {multiple_of} (the model has {upper(cfg)})"
+        )
     totals = {k: param_count(resized(cfg, dimension, k))["total"] for k in options}
     best = min(options, key=lambda k: abs(totals[k] - target))
     if abs(totals[best] - target) > TOLERANCE * target:

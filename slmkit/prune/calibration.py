@@ -96,7 +96,9 @@ class _Collector:
     def end_batch(self) -> None:
         n = self.needs.angular_block
         if n is not None and self.boundary:
-            sums = importance.block_angular_sums(self.boundary, n, self.mask.to(self.boundary[0].device)).cpu()
+            sums = importance.block_angular_sums(
+                self.boundary, n, self.mask.to(self.boundary[0].device)
+            ).cpu()
             prev = self.stats.angular_block
             self.stats.angular_block = sums if prev is None else prev + sums
         self.boundary = []
@@ -109,14 +111,18 @@ def _hooks(model, collector: _Collector):
     layers = decoder_layers(model)
     needs = collector.needs
     for i, layer in enumerate(layers):
-        handles.append(layer.register_forward_hook(collector.layer_hook(i, i == len(layers) - 1), with_kwargs=True))
+        handles.append(
+            layer.register_forward_hook(collector.layer_hook(i, i == len(layers) - 1), with_kwargs=True)
+        )
         if needs.mlp_abs or needs.mlp_gram:
             handles.append(layer.mlp.down_proj.register_forward_pre_hook(collector.mlp_hook(i)))
         if needs.head_norms:
             handles.append(layer.self_attn.o_proj.register_forward_pre_hook(collector.attn_hook(i)))
         for name in needs.linear_norms:
             module = layer.mlp if name in ("gate_proj", "up_proj", "down_proj") else layer.self_attn
-            handles.append(getattr(module, name).register_forward_pre_hook(collector.linear_hook(f"{i}.{name}")))
+            handles.append(
+                getattr(module, name).register_forward_pre_hook(collector.linear_hook(f"{i}.{name}"))
+            )
     try:
         yield
     finally:

@@ -8,7 +8,7 @@ Example (a ``prune`` stage in a recipe)::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,13 +31,20 @@ def parse_param_count(value: int | str) -> int:
 class CalibrationConfig(StrictModel):
     """Fields shared by every method: how much calibration data to stream and how."""
 
-    calibration_samples: int = Field(128, ge=1, description="Calibration examples streamed through the model.")
-    calibration_max_length: int = Field(512, ge=8, description="Tokens per calibration example (longer ones are cut).")
+    calibration_samples: int = Field(
+        128, ge=1, description="Calibration examples streamed through the model."
+    )
+    calibration_max_length: int = Field(
+        512, ge=8, description="Tokens per calibration example (longer ones are cut)."
+    )
     batch_size: int = Field(4, ge=1, description="Examples per calibration / evaluation forward pass.")
     calibration_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Compute dtype of the calibration pass; statistics always accumulate in float64."
+        "float32",
+        description="Compute dtype of the calibration pass; statistics always accumulate in float64.",
     )
-    eval_samples: int = Field(64, ge=0, description="Eval-split examples for perplexity before/after (0 skips it).")
+    eval_samples: int = Field(
+        64, ge=0, description="Eval-split examples for perplexity before/after (0 skips it)."
+    )
 
 
 def _exactly_one(model: StrictModel, names: tuple[str, ...]) -> None:
@@ -48,7 +55,8 @@ def _exactly_one(model: StrictModel, names: tuple[str, ...]) -> None:
 
 class TargetParams(StrictModel):
     target_params: int | str | None = Field(
-        None, description="Total parameter budget such as 70M or 1.5B; keep counts are chosen to land within 2%."
+        None,
+        description="Total parameter budget such as 70M or 1.5B; keep counts are chosen to land within 2%.",
     )
 
     @field_validator("target_params")
@@ -68,7 +76,9 @@ class DepthConfig(CalibrationConfig, TargetParams):
     )
     keep_layers: int | None = Field(None, ge=1, description="Number of decoder layers to keep.")
     remove_layers: int | None = Field(None, ge=1, description="Number of decoder layers to remove.")
-    layers: list[int] | None = Field(None, min_length=1, description="Explicit 0-based indices of the layers to keep.")
+    layers: list[int] | None = Field(
+        None, min_length=1, description="Explicit 0-based indices of the layers to keep."
+    )
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -77,12 +87,23 @@ class DepthConfig(CalibrationConfig, TargetParams):
 
 
 class WidthMlpConfig(CalibrationConfig, TargetParams):
-    """Remove MLP neurons by mean |activation| (Minitron). Example: ``{method: width_mlp, keep_ratio: 0.5}``."""
+    """Remove MLP neurons by mean |activation| (Minitron).
 
-    method: Literal["width_mlp"] = Field(description="Remove MLP intermediate neurons, the same count per layer.")
-    keep_neurons: int | None = Field(None, ge=1, description="MLP intermediate neurons to keep in every layer.")
-    keep_ratio: float | None = Field(None, gt=0, le=1, description="Fraction of MLP intermediate neurons to keep.")
-    multiple_of: int = Field(1, ge=1, description="Round the kept neuron count down to a multiple of this (e.g. 64).")
+    Example: ``{method: width_mlp, keep_ratio: 0.5}``.
+    """
+
+    method: Literal["width_mlp"] = Field(
+        description="Remove MLP intermediate neurons, the same count per layer."
+    )
+    keep_neurons: int | None = Field(
+        None, ge=1, description="MLP intermediate neurons to keep in every layer."
+    )
+    keep_ratio: float | None = Field(
+        None, gt=0, le=1, description="Fraction of MLP intermediate neurons to keep."
+    )
+    multiple_of: int = Field(
+        1, ge=1, description="Round the kept neuron count down to a multiple of this (e.g. 64)."
+    )
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -91,11 +112,18 @@ class WidthMlpConfig(CalibrationConfig, TargetParams):
 
 
 class WidthAttentionConfig(CalibrationConfig, TargetParams):
-    """Remove whole key/value groups with their query heads. Example: ``{method: width_attention, keep_kv_groups: 2}``."""
+    """Remove whole key/value groups with their query heads.
 
-    method: Literal["width_attention"] = Field(description="Remove key/value head groups, the same count per layer.")
+    Example: ``{method: width_attention, keep_kv_groups: 2}``.
+    """
+
+    method: Literal["width_attention"] = Field(
+        description="Remove key/value head groups, the same count per layer."
+    )
     keep_kv_groups: int | None = Field(None, ge=1, description="Key/value groups to keep in every layer.")
-    keep_ratio: float | None = Field(None, gt=0, le=1, description="Fraction of key/value groups to keep (rounded).")
+    keep_ratio: float | None = Field(
+        None, gt=0, le=1, description="Fraction of key/value groups to keep (rounded)."
+    )
 
     @model_validator(mode="after")
     def _one_target(self):
@@ -109,9 +137,17 @@ class OsscarConfig(WidthMlpConfig):
     Example: ``{method: osscar, keep_ratio: 0.5, max_swaps: 64}``.
     """
 
-    method: Literal["osscar"] = Field(description="OSSCAR: reconstruction-optimal MLP neuron selection with refit.")
-    damping: float = Field(0.01, ge=0, description="Ridge term of the refit, as a fraction of each neuron's own energy diag(H^T H).")
-    max_swaps: int = Field(64, ge=0, description="Most accepted kept/removed swaps per layer in the local search.")
+    method: Literal["osscar"] = Field(
+        description="OSSCAR: reconstruction-optimal MLP neuron selection with refit."
+    )
+    damping: float = Field(
+        0.01,
+        ge=0,
+        description="Ridge term of the refit, as a fraction of each neuron's own energy diag(H^T H).",
+    )
+    max_swaps: int = Field(
+        64, ge=0, description="Most accepted kept/removed swaps per layer in the local search."
+    )
     swap_candidates: int = Field(
         8, ge=1, description="Cheapest-to-remove kept neurons tried per local-search step before it stops."
     )
@@ -124,11 +160,17 @@ class SparsityConfig(CalibrationConfig):
     """
 
     method: Literal["sparsity"] = Field(description="Unstructured or N:M weight sparsity (Wanda).")
-    sparsity: float | None = Field(None, gt=0, lt=1, description="Fraction of weights zeroed in every output row.")
-    pattern: str | None = Field(None, description="N:M pattern such as 2:4: at most N non-zeros in each M inputs.")
-    modules: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Linear layers of each decoder layer to sparsify.",
+    sparsity: float | None = Field(
+        None, gt=0, lt=1, description="Fraction of weights zeroed in every output row."
+    )
+    pattern: str | None = Field(
+        None, description="N:M pattern such as 2:4: at most N non-zeros in each M inputs."
+    )
+    modules: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = (
+        Field(
+            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            description="Linear layers of each decoder layer to sparsify.",
+        )
     )
 
     @field_validator("pattern")
@@ -148,6 +190,6 @@ class SparsityConfig(CalibrationConfig):
 
 
 PruneConfig = Annotated[
-    Union[DepthConfig, WidthMlpConfig, WidthAttentionConfig, OsscarConfig, SparsityConfig],
+    DepthConfig | WidthMlpConfig | WidthAttentionConfig | OsscarConfig | SparsityConfig,
     Field(discriminator="method"),
 ]

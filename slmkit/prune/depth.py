@@ -23,8 +23,14 @@ def resolve_keep(cfg: DepthConfig, model_config: dict) -> int:
         return budget.solve_keep(model_config, "layers", cfg.target_params)
     keep = cfg.keep_layers if cfg.keep_layers is not None else total - cfg.remove_layers
     if not 1 <= keep <= total:
-        asked = f"keep_layers={cfg.keep_layers}" if cfg.keep_layers is not None else f"remove_layers={cfg.remove_layers}"
-        raise InputError(f"prune.{asked}: the model has {total} layers; at least 1 must remain and at most {total} can")
+        asked = (
+            f"keep_layers={cfg.keep_layers}"
+            if cfg.keep_layers is not None
+            else f"remove_layers={cfg.remove_layers}"
+        )
+        raise InputError(
+            f"prune.{asked}: the model has {total} layers; at least 1 must remain and at most {total} can"
+        )
     return keep
 
 

@@ -64,9 +64,13 @@ def head_norm_sum(x: torch.Tensor, mask: torch.Tensor, num_heads: int) -> torch.
 
 
 def gram_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """X^T X over valid tokens ([B, T, d] -> [d, d]), the sufficient statistic for reconstruction."""
-    flat = x.reshape(-1, x.shape[-1])[mask.reshape(-1).bool()].double()
-    return flat.T @ flat
+    """X^T X over valid tokens ([B, T, d] -> [d, d]), the sufficient statistic for reconstruction.
+
+    One batch's product runs in float32 (float64 matmuls are several times slower on CPUs);
+    callers accumulate the per-batch results in float64, where the rounding would pile up.
+    """
+    flat = x.reshape(-1, x.shape[-1])[mask.reshape(-1).bool()].float()
+    return (flat.T @ flat).double()
 
 
 def group_scores(head_scores: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
@@ -86,8 +90,8 @@ def wanda_scores(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep mask zeroing the lowest-scoring fraction of each output row (Wanda's per-row groups)."""
-    rows, cols = scores.shape
-    n_zero = int(round(cols * sparsity))
+    _rows, cols = scores.shape
+    n_zero = round(cols * sparsity)
     mask = torch.ones_like(scores, dtype=torch.bool)
     if n_zero:
         idx = torch.topk(scores, n_zero, dim=1, largest=False).indices

@@ -12,7 +12,9 @@ from slmkit.prune.surgery import check_supported
 
 @dataclass(frozen=True)
 class Method:
-    dimension: str | None  # what shrinks: layers | mlp_neurons | kv_groups | None (weights zeroed, not removed)
+    dimension: (
+        str | None
+    )  # what shrinks: layers | mlp_neurons | kv_groups | None (weights zeroed, not removed)
     resolve: Callable  # (config, model_config dict) -> keep count; raises InputError on bad targets
     needs: Callable  # (config, model_config dict, keep) -> calibration.Needs
     apply: Callable  # (model, stats, config, keep, work_dir=, reporter=) -> details dict
@@ -21,12 +23,20 @@ class Method:
 METHODS: dict[str, Method] = {
     "depth": Method("layers", depth.resolve_keep, depth.needs, depth.apply),
     "width_mlp": Method("mlp_neurons", width.resolve_neurons, width.mlp_needs, width.apply_mlp),
-    "width_attention": Method("kv_groups", width.resolve_groups, width.attention_needs, width.apply_attention),
+    "width_attention": Method(
+        "kv_groups", width.resolve_groups, width.attention_needs, width.apply_attention
+    ),
     "osscar": Method("mlp_neurons", width.resolve_neurons, osscar.needs, osscar.apply),
     "sparsity": Method(None, sparsity.resolve_keep, sparsity.needs, sparsity.apply),
 }
 
-_SIZE_KEYS = ("num_hidden_layers", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+_SIZE_KEYS = (
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+)
 
 
 def plan(config, model_config) -> dict:
@@ -74,7 +84,10 @@ def _like(model_config, after: dict):
 
 def _summary(result: dict) -> str:
     before, after = result["params_before"]["total"], result["params_after"]["total"]
-    changed = [f"{k} {v}->{result['config_after'][k]}" for k, v in result["config_before"].items()
-               if result["config_after"][k] != v]
+    changed = [
+        f"{k} {v}->{result['config_after'][k]}"
+        for k, v in result["config_before"].items()
+        if result["config_after"][k] != v
+    ]
     sizes = ", ".join(changed) or "sizes unchanged (weights zeroed in place)"
     return f"{result['method']}: {sizes}; params {before:,} -> {after:,}"

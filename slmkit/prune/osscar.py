@@ -66,7 +66,9 @@ def _downdate(m: torch.Tensor, i: int) -> torch.Tensor:
     return m[keep][:, keep] - torch.outer(col, col) / m[i, i]
 
 
-def _addition_gains(gd: torch.Tensor, b: torch.Tensor, kept: torch.Tensor, out: torch.Tensor, m: torch.Tensor):
+def _addition_gains(
+    gd: torch.Tensor, b: torch.Tensor, kept: torch.Tensor, out: torch.Tensor, m: torch.Tensor
+):
     # adding j lowers the error by ||r_j||^2 / s_j: residual correlation over the Schur complement
     g_ok = gd[out][:, kept]
     beta = m @ b[kept]
@@ -76,7 +78,13 @@ def _addition_gains(gd: torch.Tensor, b: torch.Tensor, kept: torch.Tensor, out: 
 
 
 def local_search(
-    gram: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, *, damping: float, max_swaps: int, candidates: int
+    gram: torch.Tensor,
+    weight: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    damping: float,
+    max_swaps: int,
+    candidates: int,
 ) -> tuple[torch.Tensor, int]:
     """Swap kept/removed neurons while the ridge objective falls; returns (keep, swaps made)."""
     g = gram.double()
@@ -119,13 +127,21 @@ class LayerChoice:
 
 
 def select_layer(
-    gram: torch.Tensor, weight: torch.Tensor, act_scores: torch.Tensor, k: int,
-    *, damping: float, max_swaps: int, candidates: int,
+    gram: torch.Tensor,
+    weight: torch.Tensor,
+    act_scores: torch.Tensor,
+    k: int,
+    *,
+    damping: float,
+    max_swaps: int,
+    candidates: int,
 ) -> LayerChoice:
     """OSSCAR for one MLP, guaranteed no worse than activation selection (with or without refit)."""
     base = torch.topk(act_scores, k).indices.sort().values
     energy = max(output_energy(gram, weight), 1e-30)
-    search, swaps = local_search(gram, weight, base, damping=damping, max_swaps=max_swaps, candidates=candidates)
+    search, swaps = local_search(
+        gram, weight, base, damping=damping, max_swaps=max_swaps, candidates=candidates
+    )
     options = {
         "osscar": (search, refit_down(gram, weight, search, damping)),
         "activation_refit": (base, refit_down(gram, weight, base, damping)),
@@ -155,13 +171,20 @@ def apply(model, stats, cfg, keep: int, *, work_dir=None, reporter=None, **_) ->
             choice = LayerChoice(**torch.load(path))
         else:
             choice = select_layer(
-                stats.mlp_gram[i], layer.mlp.down_proj.weight.data.cpu(), stats.mlp_abs[i], keep,
-                damping=cfg.damping, max_swaps=cfg.max_swaps, candidates=cfg.swap_candidates,
+                stats.mlp_gram[i],
+                layer.mlp.down_proj.weight.data.cpu(),
+                stats.mlp_abs[i],
+                keep,
+                damping=cfg.damping,
+                max_swaps=cfg.max_swaps,
+                candidates=cfg.swap_candidates,
             )
             if path is not None:
                 torch.save(choice.__dict__, path)
         if choice.chosen != "osscar" and reporter is not None:
-            reporter.warn(f"osscar: layer {i} kept the {choice.chosen} selection (local search ended no better)")
+            reporter.warn(
+                f"osscar: layer {i} kept the {choice.chosen} selection (local search ended no better)"
+            )
         choices.append(choice)
     prune_mlp_neurons(model, [c.keep for c in choices], [c.down_weight for c in choices])
     return {

@@ -25,7 +25,9 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     return int(n), int(m)
 
 
-def sparsify_weight(weight: torch.Tensor, input_norm: torch.Tensor, sparsity: float | None, pattern: str | None):
+def sparsify_weight(
+    weight: torch.Tensor, input_norm: torch.Tensor, sparsity: float | None, pattern: str | None
+):
     """The weight with Wanda's lowest-scoring entries set to zero (a new tensor)."""
     scores = importance.wanda_scores(weight, input_norm)
     if pattern is not None:
@@ -60,8 +62,14 @@ def apply(model, stats: Stats, cfg: SparsityConfig, keep: int, **_) -> dict:
             parent = layer.mlp if name in ("gate_proj", "up_proj", "down_proj") else layer.self_attn
             linear = getattr(parent, name)
             norm = stats.linear_sq[f"{i}.{name}"].sqrt()
-            new = sparsify_weight(linear.weight.data, norm.to(linear.weight.device), cfg.sparsity, cfg.pattern)
+            new = sparsify_weight(
+                linear.weight.data, norm.to(linear.weight.device), cfg.sparsity, cfg.pattern
+            )
             linear.weight.data.copy_(new)
             zeros += int((new == 0).sum())
             total += new.numel()
-    return {"zeroed_weights": zeros, "sparsified_weights": total, "achieved_sparsity": round(zeros / max(total, 1), 6)}
+    return {
+        "zeroed_weights": zeros,
+        "sparsified_weights": total,
+        "achieved_sparsity": round(zeros / max(total, 1), 6),
+    }

@@ -37,8 +37,16 @@ def run(ctx: StageContext) -> StageOutput:
     calib = ctx.examples("calibration", tokenizer, max_length=cfg.calibration_max_length)
     evals = ctx.examples("eval", tokenizer, max_length=cfg.calibration_max_length) if cfg.eval_samples else []
     model = load_model(ctx.input_dir, device=str(ctx.device))
-    result = prune_model(model, cfg, calib, evals[: cfg.eval_samples], tokenizer.pad_token_id,
-                         reporter=ctx.reporter, work_dir=ctx.work_dir, keep=keep)
+    result = prune_model(
+        model,
+        cfg,
+        calib,
+        evals[: cfg.eval_samples],
+        tokenizer.pad_token_id,
+        reporter=ctx.reporter,
+        work_dir=ctx.work_dir,
+        keep=keep,
+    )
     save_model(model, tokenizer, ctx.out_dir)
     write_plot(result, ctx.out_dir, cfg.method)
     notes = [f"Pruned with `{cfg.method}`; layer importance: {PLOT_NAME}."]
@@ -57,8 +65,17 @@ def _checked_config(model_config) -> dict:
     return config_dict(model_config)
 
 
-def prune_model(model, cfg, calib: list, evals: list, pad_id: int, *, reporter, work_dir: Path | None = None,
-                keep: int | None = None) -> PruneResult:
+def prune_model(
+    model,
+    cfg,
+    calib: list,
+    evals: list,
+    pad_id: int,
+    *,
+    reporter,
+    work_dir: Path | None = None,
+    keep: int | None = None,
+) -> PruneResult:
     """Prune ``model`` in place per ``cfg``; the library entry point behind the stage."""
     from slmkit.prune._eval import perplexity
     from slmkit.prune.budget import param_count
@@ -68,9 +85,13 @@ def prune_model(model, cfg, calib: list, evals: list, pad_id: int, *, reporter, 
     keep = method.resolve(cfg, before_config) if keep is None else keep
     calib = [e for e in calib if e.input_ids][: cfg.calibration_samples]
     if not calib:
-        raise InputError("prune: the calibration data is empty (data.calibration, or data.train as its fallback)")
+        raise InputError(
+            "prune: the calibration data is empty (data.calibration, or data.train as its fallback)"
+        )
     ppl_before = perplexity(model, evals, pad_id, cfg.batch_size) if evals else None
-    stats = _calibration_stats(model, cfg, calib, pad_id, method.needs(cfg, before_config, keep), reporter, work_dir)
+    stats = _calibration_stats(
+        model, cfg, calib, pad_id, method.needs(cfg, before_config, keep), reporter, work_dir
+    )
     details = method.apply(model, stats, cfg, keep, work_dir=work_dir, reporter=reporter)
     if cfg.method == "sparsity":
         from slmkit.prune.sparsity import NO_SPEEDUP
@@ -124,5 +145,9 @@ def _report(reporter, metrics: dict) -> None:
 def write_plot(result: PruneResult, out_dir: Path, method: str) -> Path:
     from slmkit.prune.plot import plot_layer_importance
 
-    return plot_layer_importance(result.layer_importance, result.removed_layers, Path(out_dir) / PLOT_NAME,
-                                 f"layer importance ({method})")
+    return plot_layer_importance(
+        result.layer_importance,
+        result.removed_layers,
+        Path(out_dir) / PLOT_NAME,
+        f"layer importance ({method})",
+    )

@@ -21,7 +21,9 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemm
 
 def check_supported(config) -> None:
     """Raise InputError naming the supported architectures when ``config`` is not one of them."""
-    model_type = getattr(config, "model_type", None) or (config.get("model_type") if isinstance(config, dict) else None)
+    model_type = getattr(config, "model_type", None) or (
+        config.get("model_type") if isinstance(config, dict) else None
+    )
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise InputError(
             f"prune: model_type {model_type!r} is not supported; supported architectures: "
@@ -41,9 +43,11 @@ def keep_layers(model, indices: Sequence[int]):
     check_supported(model.config)
     layers = decoder_layers(model)
     n = len(layers)
-    chosen = sorted(set(int(i) for i in indices))
+    chosen = sorted({int(i) for i in indices})
     if not chosen or chosen[0] < 0 or chosen[-1] >= n:
-        raise InputError(f"keep_layers: indices must be a non-empty subset of 0..{n - 1}, got {list(indices)}")
+        raise InputError(
+            f"keep_layers: indices must be a non-empty subset of 0..{n - 1}, got {list(indices)}"
+        )
     model.model.layers = nn.ModuleList([layers[i] for i in chosen])
     for new_idx, layer in enumerate(model.model.layers):
         _set_layer_idx(layer, new_idx)
@@ -67,7 +71,9 @@ def _set_layer_idx(layer: nn.Module, idx: int) -> None:
             module.layer_idx = idx
 
 
-def slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
+def slice_linear(
+    linear: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None
+) -> nn.Linear:
     """A new Linear with only the given output rows and/or input columns of ``linear``."""
     weight = linear.weight.data
     if out_idx is not None:
@@ -75,7 +81,9 @@ def slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None = None, in_idx:
     if in_idx is not None:
         weight = weight[:, in_idx]
     bias = linear.bias
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    new = nn.Linear(
+        weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
     new.weight.data.copy_(weight)
     if bias is not None:
         # a bias belongs to the output rows; input slicing leaves it as is
@@ -83,7 +91,9 @@ def slice_linear(linear: nn.Linear, out_idx: torch.Tensor | None = None, in_idx:
     return new
 
 
-def prune_mlp_neurons(model, keep: Sequence[torch.Tensor], down_weights: Sequence[torch.Tensor] | None = None):
+def prune_mlp_neurons(
+    model, keep: Sequence[torch.Tensor], down_weights: Sequence[torch.Tensor] | None = None
+):
     """Keep MLP intermediate neurons ``keep[l]`` in layer l (same count everywhere).
 
     ``down_weights[l]`` replaces down_proj's weight (e.g. an OSSCAR refit) when given.
@@ -106,7 +116,9 @@ def prune_mlp_neurons(model, keep: Sequence[torch.Tensor], down_weights: Sequenc
     return model
 
 
-def kv_group_head_indices(groups: torch.Tensor, heads_per_group: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kv_group_head_indices(
+    groups: torch.Tensor, heads_per_group: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices of q_proj and of k/v_proj that belong to the kept key/value ``groups``.
 
     GQA repeats each kv head for ``heads_per_group`` consecutive query heads (repeat_kv), so

@@ -18,8 +18,9 @@ def resolve_neurons(cfg: WidthMlpConfig, model_config: dict) -> int:
     keep -= keep % cfg.multiple_of
     if not 1 <= keep <= total:
         raise InputError(
-            f"prune.{'keep_neurons' if cfg.keep_neurons is not None else 'keep_ratio'}: gives {keep} neurons per layer "
-            f"(multiple_of={cfg.multiple_of}) but the model's intermediate_size is {total}; expected 1..{total}"
+            f"prune.{'keep_neurons' if cfg.keep_neurons is not None else 'keep_ratio'}: "
+            f"gives {keep} neurons per layer (multiple_of={cfg.multiple_of}) "
+            f"but the model's intermediate_size is {total}; expected 1..{total}"
         )
     return keep
 
@@ -54,14 +55,19 @@ def apply_mlp(model, stats: Stats, cfg: WidthMlpConfig, keep: int, **_) -> dict:
     return {
         "neurons_kept": keep,
         # the share of total activation mass that survives says how lossy the cut was per layer
-        "activation_mass_kept": [round(float(s[k].sum() / s.sum().clamp_min(1e-30)), 6) for s, k in zip(scores, kept)],
+        "activation_mass_kept": [
+            round(float(s[k].sum() / s.sum().clamp_min(1e-30)), 6) for s, k in zip(scores, kept)
+        ],
     }
 
 
 def apply_attention(model, stats: Stats, cfg: WidthAttentionConfig, keep: int, **_) -> dict:
     config = model.config
     groups = config.num_key_value_heads
-    scores = [importance.group_scores(stats.head_norms[i] / stats.tokens, groups) for i in range(config.num_hidden_layers)]
+    scores = [
+        importance.group_scores(stats.head_norms[i] / stats.tokens, groups)
+        for i in range(config.num_hidden_layers)
+    ]
     kept = [importance.top_k_indices(s, keep) for s in scores]
     head_dim = head_dim_of(config)
     prune_kv_groups(model, kept)

@@ -24,8 +24,10 @@ METHODS = {
     "sparsity": {"method": "sparsity", "pattern": "2:4"},
 }
 EXPECTED = {  # config key -> value after pruning the 4-layer, ff 96, 4-group tiny model
-    "depth": ("num_hidden_layers", 2), "width_mlp": ("intermediate_size", 48),
-    "width_attention": ("num_key_value_heads", 2), "osscar": ("intermediate_size", 48),
+    "depth": ("num_hidden_layers", 2),
+    "width_mlp": ("intermediate_size", 48),
+    "width_attention": ("num_key_value_heads", 2),
+    "osscar": ("intermediate_size", 48),
     "sparsity": ("intermediate_size", 96),
 }
 

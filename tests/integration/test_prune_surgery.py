@@ -53,8 +53,12 @@ def test_depth_pruning_equals_skipping_layers(arch):
     model = tiny_model(arch)
     skipped = {1, 2}
     # reference: the unpruned model with the skipped layers' outputs replaced by their inputs
-    hooks = [model.model.layers[i].register_forward_hook(
-        lambda m, args, kwargs, out: args[0] if args else kwargs["hidden_states"], with_kwargs=True) for i in skipped]
+    hooks = [
+        model.model.layers[i].register_forward_hook(
+            lambda m, args, kwargs, out: args[0] if args else kwargs["hidden_states"], with_kwargs=True
+        )
+        for i in skipped
+    ]
     reference = logits(model, IDS)
     for h in hooks:
         h.remove()

@@ -22,7 +22,9 @@ def _real_count(config) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
 
 
-@pytest.mark.parametrize("text,value", [("70M", 70_000_000), ("1.5B", 1_500_000_000), ("500k", 500_000), (1234, 1234)])
+@pytest.mark.parametrize(
+    "text,value", [("70M", 70_000_000), ("1.5B", 1_500_000_000), ("500k", 500_000), (1234, 1234)]
+)
 def test_parse_param_count(text, value):
     assert parse_param_count(text) == value
 
@@ -33,16 +35,19 @@ def test_configs_validate_by_method():
     assert ADAPTER.validate_python({"method": "sparsity", "pattern": "2:4"}).pattern == "2:4"
 
 
-@pytest.mark.parametrize("body", [
-    {"method": "depth"},
-    {"method": "depth", "keep_layers": 2, "remove_layers": 1},
-    {"method": "width_mlp", "keep_ratio": 1.5},
-    {"method": "sparsity", "pattern": "4:2"},
-    {"method": "sparsity", "sparsity": 0.5, "pattern": "2:4"},
-    {"method": "width_attention", "keep_kv_groups": 1, "typo": 1},
-    {"method": "osscar", "target_params": "lots"},
-    {"method": "magic", "keep_ratio": 0.5},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"method": "depth"},
+        {"method": "depth", "keep_layers": 2, "remove_layers": 1},
+        {"method": "width_mlp", "keep_ratio": 1.5},
+        {"method": "sparsity", "pattern": "4:2"},
+        {"method": "sparsity", "sparsity": 0.5, "pattern": "2:4"},
+        {"method": "width_attention", "keep_kv_groups": 1, "typo": 1},
+        {"method": "osscar", "target_params": "lots"},
+        {"method": "magic", "keep_ratio": 0.5},
+    ],
+)
 def test_bad_configs_are_rejected(body):
     with pytest.raises(ValidationError):
         ADAPTER.validate_python(body)
@@ -94,14 +99,17 @@ def test_plan_reports_sizes_without_weights():
     assert depth["config_after"]["num_hidden_layers"] == 3 and isinstance(depth["model_config"], dict)
 
 
-@pytest.mark.parametrize("body,match", [
-    ({"method": "depth", "keep_layers": 9}, "has 4 layers"),
-    ({"method": "depth", "remove_layers": 4}, "at least 1 must remain"),
-    ({"method": "depth", "layers": [0, 7]}, "0..3"),
-    ({"method": "width_mlp", "keep_neurons": 1000}, "intermediate_size is 96"),
-    ({"method": "width_attention", "keep_kv_groups": 5}, "num_key_value_heads=4"),
-    ({"method": "sparsity", "pattern": "2:5"}, "not multiples of 5"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ({"method": "depth", "keep_layers": 9}, "has 4 layers"),
+        ({"method": "depth", "remove_layers": 4}, "at least 1 must remain"),
+        ({"method": "depth", "layers": [0, 7]}, "0..3"),
+        ({"method": "width_mlp", "keep_neurons": 1000}, "intermediate_size is 96"),
+        ({"method": "width_attention", "keep_kv_groups": 5}, "num_key_value_heads=4"),
+        ({"method": "sparsity", "pattern": "2:5"}, "not multiples of 5"),
+    ],
+)
 def test_plan_rejects_targets_the_model_cannot_meet(body, match):
     with pytest.raises(InputError, match=match):
         plan(ADAPTER.validate_python(body), tiny_config("llama"))

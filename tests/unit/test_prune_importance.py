@@ -26,8 +26,10 @@ def _tokens(x, mask):
 
 def test_block_influence_matches_loop(acts):
     x, y, mask = acts
-    ref = sum(1 - torch.nn.functional.cosine_similarity(a, b, dim=0).item()
-              for a, b in zip(_tokens(x, mask), _tokens(y, mask)))
+    ref = sum(
+        1 - torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        for a, b in zip(_tokens(x, mask), _tokens(y, mask))
+    )
     assert imp.block_influence_sum(x, y, mask).item() == pytest.approx(ref, rel=1e-6)
 
 
@@ -41,8 +43,11 @@ def test_angular_distance_bounds():
     assert torch.allclose(imp.angular_distance(a, a), torch.zeros(4, dtype=torch.float64), atol=1e-6)
     assert torch.allclose(imp.angular_distance(a, -a), torch.ones(4, dtype=torch.float64), atol=1e-6)
     b = torch.randn(4, 8)
-    ref = [math.acos(max(-1.0, min(1.0, torch.nn.functional.cosine_similarity(a[i], b[i], dim=0).item()))) / math.pi
-           for i in range(4)]
+    ref = [
+        math.acos(max(-1.0, min(1.0, torch.nn.functional.cosine_similarity(a[i], b[i], dim=0).item())))
+        / math.pi
+        for i in range(4)
+    ]
     assert imp.angular_distance(a, b).tolist() == pytest.approx(ref, rel=1e-5)
 
 
@@ -53,7 +58,10 @@ def test_block_angular_sums_matches_loop(acts):
     got = imp.block_angular_sums(hidden, n, mask)
     assert got.shape == (4,)  # 6 boundary states = 5 layers: blocks of 2 start at 0..3
     for l in range(4):
-        ref = sum(imp.angular_distance(a, b).item() for a, b in zip(_tokens(hidden[l], mask), _tokens(hidden[l + n], mask)))
+        ref = sum(
+            imp.angular_distance(a, b).item()
+            for a, b in zip(_tokens(hidden[l], mask), _tokens(hidden[l + n], mask))
+        )
         assert got[l].item() == pytest.approx(ref, rel=1e-6)
 
 

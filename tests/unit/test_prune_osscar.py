@@ -13,7 +13,9 @@ from slmkit.prune import osscar
 def _problem(seed=0, tokens=200, d_ff=12, d_out=6):
     g = torch.Generator().manual_seed(seed)
     # correlated neurons make the reconstruction problem non-trivial
-    h = torch.randn(tokens, d_ff, generator=g, dtype=torch.float64) @ torch.randn(d_ff, d_ff, generator=g, dtype=torch.float64)
+    h = torch.randn(tokens, d_ff, generator=g, dtype=torch.float64) @ torch.randn(
+        d_ff, d_ff, generator=g, dtype=torch.float64
+    )
     w = torch.randn(d_out, d_ff, generator=g, dtype=torch.float64)
     return h, w, h.T @ h
 
@@ -47,12 +49,16 @@ def test_swap_formulas_are_exact():
     costs = osscar._removal_costs(m, m @ b[keep])
     for pos in range(len(keep)):
         rest = torch.cat([keep[:pos], keep[pos + 1 :]])
-        assert costs[pos].item() == pytest.approx(_ridge_gain(gd, b, keep) - _ridge_gain(gd, b, rest), rel=1e-8)
+        assert costs[pos].item() == pytest.approx(
+            _ridge_gain(gd, b, keep) - _ridge_gain(gd, b, rest), rel=1e-8
+        )
     out = osscar._complement(keep, 12)
     gains = osscar._addition_gains(gd, b, keep, out, m)
     for j, idx in enumerate(out.tolist()):
         bigger = torch.tensor(sorted(keep.tolist() + [idx]))
-        assert gains[j].item() == pytest.approx(_ridge_gain(gd, b, bigger) - _ridge_gain(gd, b, keep), rel=1e-8)
+        assert gains[j].item() == pytest.approx(
+            _ridge_gain(gd, b, bigger) - _ridge_gain(gd, b, keep), rel=1e-8
+        )
 
 
 def test_local_search_never_raises_the_objective():
@@ -69,7 +75,9 @@ def test_local_search_reaches_near_brute_force_optimum():
     _, w, gram = _problem(seed=5, d_ff=10)
     gd, b = osscar.damped_gram(gram, 0.01), gram @ w.T
     best = max(_ridge_gain(gd, b, torch.tensor(c)) for c in itertools.combinations(range(10), 4))
-    found, _ = osscar.local_search(gram, w, torch.tensor([0, 1, 2, 3]), damping=0.01, max_swaps=50, candidates=4)
+    found, _ = osscar.local_search(
+        gram, w, torch.tensor([0, 1, 2, 3]), damping=0.01, max_swaps=50, candidates=4
+    )
     # swap local search is a heuristic; on small problems it lands at or very near the optimum
     assert _ridge_gain(gd, b, found) >= 0.97 * best
 
@@ -94,8 +102,9 @@ def test_select_layer_is_never_worse_than_either_baseline(seed, damping):
     choice = osscar.select_layer(gram, w, h.abs().sum(0), 5, damping=damping, max_swaps=20, candidates=4)
     assert choice.errors[choice.chosen] == min(choice.errors.values())
     v = choice.down_weight
-    assert osscar.reconstruction_error(gram, w, choice.keep, v) / osscar.output_energy(gram, w) == pytest.approx(
-        choice.errors[choice.chosen], rel=1e-9)
+    assert osscar.reconstruction_error(gram, w, choice.keep, v) / osscar.output_energy(
+        gram, w
+    ) == pytest.approx(choice.errors[choice.chosen], rel=1e-9)
 
 
 def test_heavy_damping_falls_back_to_a_baseline():
