@@ -1,0 +1,2 @@
+"""Export one model artifact to several serving formats (HF, ONNX GenAI, GGUF), each verified
+by loading it back in the runtime that will serve it."""

@@ -1,0 +1,78 @@
+"""The export stage: write HF, ONNX GenAI and GGUF from one input model, verifying each.
+
+Artifact layout: ``hf/``, ``onnx/``, ``gguf/model-<TYPE>.gguf``. Any verification failure (in
+``mode: error``) raises, so the pipeline commits nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmkit.context import StageContext, StageOutput
+from slmkit.errors import InputError
+from slmkit.export import card
+from slmkit.export.common import Verifier
+from slmkit.export.config import ExportConfig
+from slmkit.quantize.files import path_size
+from slmkit.quantize.stage import builder_cache
+
+
+def write_hf(model_dir: Path, out_dir: Path, cfg: ExportConfig, verifier: Verifier) -> dict:
+    from slmkit.export.hf import export_hf
+
+    details = export_hf(model_dir, out_dir / "hf")
+    return {**details, "path": "hf", "verification": verifier.check("hf", out_dir / "hf", "fp32")}
+
+
+def write_onnx(model_dir: Path, out_dir: Path, cfg: ExportConfig, verifier: Verifier, cache: Path) -> dict:
+    from slmkit.quantize.onnx_genai import build_onnx
+
+    details = build_onnx(model_dir, out_dir / "onnx", cfg.onnx, cache)
+    size = path_size(out_dir / "onnx")
+    return {**details, "path": "onnx", "size_bytes": size,
+            "verification": verifier.check("onnx", out_dir / "onnx", cfg.onnx.precision)}
+
+
+def write_gguf_file(model_dir: Path, out_dir: Path, cfg: ExportConfig, verifier: Verifier) -> dict:
+    from slmkit.quantize.gguf_writer import write_gguf
+
+    path = out_dir / "gguf" / f"model-{cfg.gguf.type}.gguf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    details = write_gguf(model_dir, path, cfg.gguf)
+    return {**details, "path": f"gguf/{path.name}", "size_bytes": path.stat().st_size,
+            "verification": verifier.check("gguf", path, cfg.gguf.type)}
+
+
+def export_all(model_dir: Path, out_dir: Path, cfg: ExportConfig, cache: Path, reporter=None) -> dict:
+    """Write and verify every format of ``cfg.formats``; returns {format: details}."""
+    verifier = Verifier(model_dir, cfg.verify, reporter)
+    written = {}
+    for fmt in cfg.formats:
+        if reporter is not None:
+            reporter.info(f"export: writing {fmt}")
+        if fmt == "hf":
+            written["hf"] = write_hf(model_dir, out_dir, cfg, verifier)
+        elif fmt == "onnx":
+            written["onnx"] = write_onnx(model_dir, out_dir, cfg, verifier, cache)
+        elif fmt == "gguf":
+            written["gguf"] = write_gguf_file(model_dir, out_dir, cfg, verifier)
+    return written
+
+
+def notes(written: dict) -> list[str]:
+    makers = {"hf": card.hf_notes, "onnx": card.onnx_notes, "gguf": card.gguf_notes}
+    return [makers[fmt](d["path"]) for fmt, d in written.items()]
+
+
+def run(ctx: StageContext) -> StageOutput:
+    cfg: ExportConfig = ctx.stage.config
+    if ctx.input_dir is None:
+        raise InputError(f"stage {ctx.stage.name}: export needs an input model artifact")
+    with builder_cache(ctx) as cache:
+        written = export_all(ctx.input_dir, ctx.out_dir, cfg, cache, ctx.reporter)
+    metrics = {}
+    for fmt, d in written.items():
+        metrics[f"{fmt}_top1_agreement"] = d["verification"]["top1_agreement"]
+        metrics[f"{fmt}_max_abs_logit_diff"] = d["verification"]["max_abs_logit_diff"]
+        metrics[f"{fmt}_size_bytes"] = d.get("size_bytes")
+    return StageOutput(metrics=metrics, details={"formats": written}, artifact_type="model", model_card_notes=notes(written))

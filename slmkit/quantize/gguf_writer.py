@@ -1,0 +1,276 @@
+"""Write a Hugging Face causal LM as a GGUF file for llama.cpp / Ollama with the `gguf` package.
+
+The layout follows llama.cpp's own converter (convert_hf_to_gguf.py): tensor names from
+``gguf.get_tensor_name_map``, Q/K rows of Llama-family attention permuted to llama.cpp's rotary
+layout, 1-D tensors kept in F32, byte-level BPE vocabulary with merges, special tokens and the
+chat template. Only byte-level BPE tokenizers (GPT-2 style: SmolLM, Llama 3, Qwen, Mistral
+Tekken) are written; SentencePiece vocabularies are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from hashlib import sha256
+from pathlib import Path
+
+import numpy as np
+
+from slmkit.errors import InputError
+from slmkit.export.config import GgufOptions
+from slmkit.quantize.files import disk_errors, ensure_free_space, read_causal_lm_config, weights_size
+
+# HF architecture -> GGUF architecture. Mistral is the llama graph in llama.cpp.
+GGUF_ARCHS = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
+# llama.cpp rotates adjacent pairs for these; HF checkpoints rotate halves (see permute_qk)
+_PERMUTE_QK = {"LlamaForCausalLM", "MistralForCausalLM"}
+
+# bytes per weight relative to fp32, to check free space before writing
+_SIZE_FACTOR = {"F32": 1.0, "F16": 0.5, "Q8_0": 0.27, "Q4_0": 0.15, "Q4_K": 0.15}
+
+# llama.cpp identifies a BPE pre-tokenizer by the hash of the token ids of this text
+# (convert_hf_to_gguf.py, get_vocab_base_pre); the table holds the families slmkit supports.
+_CHKTXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) "
+    "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+    "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? "
+    "'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
+)
+_PRE_TOKENIZERS = {
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",
+    "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5": "deepseek-r1-qwen",
+    "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
+}
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Reorder the rows of a q/k projection from HF's rotate-half layout to llama.cpp's pairs.
+
+    Within each head, HF puts the two halves of every rotary pair ``d`` apart; llama.cpp wants
+    them adjacent. Same as ``LlamaModel.permute`` in llama.cpp's converter.
+    """
+    head_dim = w.shape[0] // n_head
+    return (
+        w.reshape(n_head, 2, head_dim // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def tensor_type(name: str, shape: tuple[int, ...], opts: GgufOptions):
+    """GGML type of one tensor: norms/biases in F32, embedding/output at `output_type`, rest `type`.
+
+    A row length that is not a multiple of the format's block size falls back to F16, as
+    llama.cpp's converter does.
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+    if len(shape) < 2:
+        return T.F32
+    wanted = opts.type
+    if name in ("token_embd.weight", "output.weight"):
+        wanted = opts.output_type or ("Q8_0" if opts.type in ("Q4_0", "Q4_K") else opts.type)
+    qtype = T[wanted]
+    block = GGML_QUANT_SIZES[qtype][0]
+    if shape[-1] % block != 0:
+        return T.F16
+    return qtype
+
+
+def encode_tensor(arr: np.ndarray, qtype) -> np.ndarray:
+    """The bytes (or float array) the writer stores for ``arr`` as ``qtype``."""
+    from gguf import GGMLQuantizationType as T, quants
+
+    if qtype == T.F32:
+        return arr.astype(np.float32)
+    if qtype == T.F16:
+        return arr.astype(np.float16)
+    try:
+        return quants.quantize(arr.astype(np.float32), qtype)
+    except NotImplementedError as e:
+        raise InputError(
+            f"gguf.type {qtype.name}: the installed gguf package cannot write it; use Q4_0, Q8_0 or F16 "
+            "(or re-quantize the F16 file with llama.cpp's llama-quantize)"
+        ) from e
+
+
+def check_writable_type(opts: GgufOptions) -> None:
+    """Fail before any work when the gguf package cannot encode the requested type."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+
+    for name in {opts.type, opts.output_type or opts.type}:
+        qtype = T[name]
+        block = GGML_QUANT_SIZES[qtype][0]
+        encode_tensor(np.zeros((1, block), dtype=np.float32), qtype)
+
+
+def gguf_arch(config: dict, config_path: Path) -> str:
+    arch = config["architectures"][0]
+    if arch not in GGUF_ARCHS:
+        raise InputError(
+            f"{config_path}: architecture {arch} cannot be written as GGUF; supported: {', '.join(sorted(GGUF_ARCHS))}"
+        )
+    return GGUF_ARCHS[arch]
+
+
+def rope_theta(config: dict, config_path: Path) -> float:
+    """Rope base frequency; scaled rope variants are refused rather than silently dropped."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind not in ("default", None):
+        raise InputError(f"{config_path}: rope type {kind!r} is not supported by the GGUF writer; supported: default")
+    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def write_hparams(writer, arch: str, config: dict, config_path: Path, file_type: int) -> None:
+    n_head = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+    writer.add_name(Path(config.get("_name_or_path") or "slmkit-model").name or "slmkit-model")
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
+    writer.add_rope_freq_base(rope_theta(config, config_path))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(2)
+
+
+def bpe_pre_tokenizer(tokenizer) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer, found by the converter's hash."""
+    digest = sha256(str(tokenizer.encode(_CHKTXT)).encode()).hexdigest()
+    if digest not in _PRE_TOKENIZERS:
+        raise InputError(
+            f"the tokenizer's pre-tokenizer (hash {digest[:12]}) is not one slmkit can name for llama.cpp; "
+            f"recognised: {', '.join(sorted(set(_PRE_TOKENIZERS.values())))}; set gguf.tokenizer_pre to the name "
+            "llama.cpp uses for this tokenizer"
+        )
+    return _PRE_TOKENIZERS[digest]
+
+
+def vocab_tokens(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Token strings and GGUF token types for ids 0..vocab_size-1 (padding ids become UNUSED)."""
+    from gguf import TokenType
+
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = {t.content: t.special for t in tokenizer.added_tokens_decoder.values()}
+    tokens, types = [], []
+    for i in range(vocab_size):
+        tok = reverse.get(i)
+        if tok is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(TokenType.UNUSED)
+        elif tok in added:
+            tokens.append(tok)
+            types.append(TokenType.CONTROL if added[tok] else TokenType.USER_DEFINED)
+        else:
+            tokens.append(tok)
+            types.append(TokenType.NORMAL)
+    return tokens, types
+
+
+def write_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str | None = None) -> str:
+    """Vocabulary, merges, special token ids and chat template; returns the pre-tokenizer name."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tokenizer_json = model_dir / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        raise InputError(f"{model_dir}: no tokenizer.json; the GGUF writer needs a fast (byte-level BPE) tokenizer")
+    model = json.loads(tokenizer_json.read_text()).get("model", {})
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise InputError(
+            f"{tokenizer_json}: tokenizer type {model.get('type')!r} (byte_fallback={model.get('byte_fallback')}) "
+            "is not supported by the GGUF writer; supported: byte-level BPE (GPT-2 style)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pre = pre or bpe_pre_tokenizer(tokenizer)
+    tokens, types = vocab_tokens(tokenizer, vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
+    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+        special.chat_template = tokenizer.chat_template
+    special.add_to_gguf(writer, quiet=True)
+    return pre
+
+
+def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int):
+    """Yield (gguf name, fp32 numpy array) in llama.cpp's layout; a tied lm_head is skipped."""
+    import gguf
+
+    arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
+    name_map = gguf.get_tensor_name_map(arch_enum, n_layers)
+    n_head = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    permute = config["architectures"][0] in _PERMUTE_QK
+    for hf_name, tensor in state.items():
+        if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
+            continue
+        base, _, suffix = hf_name.rpartition(".")
+        name = name_map.get_name(base)
+        if name is None:
+            raise InputError(f"tensor {hf_name} has no GGUF name for architecture {arch}; is the checkpoint modified?")
+        arr = tensor.float().numpy()
+        if permute and base.endswith("self_attn.q_proj"):
+            arr = permute_qk(arr, n_head)
+        elif permute and base.endswith("self_attn.k_proj"):
+            arr = permute_qk(arr, n_kv)
+        yield f"{name}.{suffix}", arr
+
+
+def _load_state(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{model_dir}: no *.safetensors weights to convert to GGUF")
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    return state
+
+
+def write_gguf(model_dir: Path, out_path: Path, opts: GgufOptions) -> dict:
+    """Write ``model_dir`` (an HF causal LM directory) as one GGUF file; returns manifest details."""
+    import gguf
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    config = read_causal_lm_config(model_dir)
+    arch = gguf_arch(config, model_dir / "config.json")
+    check_writable_type(opts)
+    ensure_free_space(out_path.parent, int(weights_size(model_dir) * _SIZE_FACTOR[opts.type]), "gguf export")
+    file_type = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K": 15}[opts.type]
+    writer = gguf.GGUFWriter(out_path, arch)
+    write_hparams(writer, arch, config, model_dir / "config.json", file_type)
+    pre = write_tokenizer(writer, model_dir, config["vocab_size"], opts.tokenizer_pre)
+    counts: dict[str, int] = {}
+    for name, arr in gguf_tensors(_load_state(model_dir), config, arch, config["num_hidden_layers"]):
+        qtype = tensor_type(name, arr.shape, opts)
+        counts[qtype.name] = counts.get(qtype.name, 0) + 1
+        writer.add_tensor(name, encode_tensor(arr, qtype), raw_dtype=qtype if qtype not in (0, 1) else None)
+    with disk_errors(out_path, "gguf export"):
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return {
+        "architecture": arch, "type": opts.type, "tensor_types": counts, "tokenizer_pre": pre,
+        "block_size": gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[opts.type]][0],
+        "bits": {"F32": 32, "F16": 16, "Q8_0": 8, "Q4_0": 4, "Q4_K": 4}[opts.type],
+    }

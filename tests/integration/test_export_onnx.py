@@ -1,0 +1,89 @@
+"""ONNX GenAI export: int4 / int8 / fp32 graphs built, run in onnxruntime-genai and verified."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/export_helpers.py
+
+from export_helpers import save_small_bpe_tokenizer, save_tiny_model  # noqa: E402
+
+from slmkit.errors import InputError  # noqa: E402
+from slmkit.export.card import onnx_notes  # noqa: E402
+from slmkit.export.config import OnnxOptions, VerifyConfig  # noqa: E402
+from slmkit.export.verify import VerificationFailed, reference_logits, verify_artifact  # noqa: E402
+from slmkit.quantize.onnx_genai import build_onnx  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+CFG = VerifyConfig(new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return save_small_bpe_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, tokenizer_dir):
+    model_dir = save_tiny_model(tmp_path_factory.mktemp("llama"), tokenizer_dir, "llama")
+    return model_dir, reference_logits(model_dir, CFG)
+
+
+@pytest.mark.parametrize("precision,kind", [("fp32", "fp32"), ("int8", "quantized"), ("int4", "quantized")])
+def test_onnx_precisions_verify_in_onnxruntime_genai(tmp_path, llama, precision, kind):
+    model_dir, ref = llama
+    out = tmp_path / "onnx"
+    details = build_onnx(model_dir, out, OnnxOptions(precision=precision), tmp_path / "cache")
+    assert (out / "genai_config.json").is_file() and details["precision"] == precision
+    result = verify_artifact("onnx", out, ref, kind, CFG)
+    assert result["runtime"] == "onnxruntime-genai" and result["passed"]
+    if precision == "fp32":
+        assert result["top1_agreement"] == 1.0 and result["max_abs_logit_diff"] < 1e-4
+    else:
+        assert result["top1_agreement"] >= 0.9
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "qwen3"])
+def test_int4_other_architectures(tmp_path, tokenizer_dir, arch):
+    model_dir = save_tiny_model(tmp_path / "m", tokenizer_dir, arch)
+    build_onnx(model_dir, tmp_path / "onnx", OnnxOptions(precision="int4"), tmp_path / "cache")
+    result = verify_artifact("onnx", tmp_path / "onnx", reference_logits(model_dir, CFG), "quantized", CFG)
+    assert result["top1_agreement"] >= 0.9
+
+
+def test_truncated_weights_fail_verification(tmp_path, llama):
+    model_dir, ref = llama
+    out = tmp_path / "onnx"
+    build_onnx(model_dir, out, OnnxOptions(precision="fp32"), tmp_path / "cache")
+    data = out / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(VerificationFailed, match="truncated"):
+        verify_artifact("onnx", out, ref, "fp32", CFG)
+
+
+def test_unsupported_architecture_is_refused(tmp_path, llama):
+    model_dir, _ = llama
+    bad = tmp_path / "gpt2"
+    bad.mkdir()
+    config = json.loads((model_dir / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(InputError, match="not a causal language model"):
+        build_onnx(bad, tmp_path / "onnx", OnnxOptions(), tmp_path / "cache")
+    (bad / "config.json").write_text(json.dumps({**config, "architectures": ["FalconForCausalLM"]}))
+    with pytest.raises(InputError, match="supported: LlamaForCausalLM"):
+        build_onnx(bad, tmp_path / "onnx", OnnxOptions(), tmp_path / "cache")
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_model_card_snippet_runs_without_slmkit(tmp_path, llama):
+    """The exact Python the model card shows, run in a fresh interpreter that cannot import slmkit."""
+    model_dir, _ = llama
+    build_onnx(model_dir, tmp_path / "onnx", OnnxOptions(precision="int4"), tmp_path / "cache")
+    code = onnx_notes("onnx").split("```python\n")[1].split("```")[0].replace("max_length=256", "max_length=48")
+    guard = "import sys; sys.modules['slmkit'] = None\n"  # importing slmkit would now fail
+    proc = subprocess.run([sys.executable, "-c", guard + code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("user\nHello!\nassistant")  # the chat template applied, then decoded
