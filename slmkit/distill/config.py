@@ -1,0 +1,156 @@
+"""Recipe schema of the distill stage. Every default lives here; docs/recipes.md is generated from it.
+
+Sample stage (word-level forward KL, then on-policy forward KL, the GKD recipe)::
+
+    stages:
+      - distill: {method: kd, loss: {kind: forward_kl}, max_steps: 500}
+      - distill: {method: kd, loss: {kind: forward_kl}, on_policy: {fraction: 1.0}, max_steps: 500}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from slmkit.distill.losses import LossSpec
+from slmkit.schema import StrictModel
+
+
+class HiddenLossConfig(StrictModel):
+    kind: Literal["mse", "cosine"] = Field("mse", description="Distance between matched hidden states.")
+    weight: float = Field(1.0, ge=0, description="Weight of the hidden-state loss added to the logit loss.")
+    layer_map: dict[int, int] | None = Field(
+        None,
+        description="Student layer -> teacher layer (1-based block outputs). Default: every student layer "
+        "mapped to the teacher layer at the same relative depth. A learned linear projection is added "
+        "when the widths differ.",
+    )
+
+
+class LossConfig(StrictModel):
+    kind: Literal["forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl", "skew_reverse_kl"] = Field(
+        "forward_kl", description="Divergence between teacher and student next-token distributions."
+    )
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature applied to both models' logits.")
+    t2_scaling: bool = Field(True, description="Multiply the divergence by temperature^2 (Hinton et al.).")
+    kd_weight: float = Field(1.0, ge=0, description="Weight of the divergence term.")
+    ce_weight: float = Field(0.0, ge=0, description="Weight of the hard-label cross-entropy term.")
+    beta: float = Field(0.5, ge=0, le=1, description="jsd only: 0 is forward KL, 1 is reverse KL.")
+    alpha: float = Field(0.1, ge=0, le=1, description="skew KLs only: mixing weight (0 is the plain KL).")
+    tokens: Literal["auto", "response", "all"] = Field(
+        "auto",
+        description="Which tokens count: 'response' (assistant turns / completions), 'all' (every "
+        "non-padding token), 'auto' (the dataset's own mask: response for chat, all for text).",
+    )
+    chunk_size: int = Field(
+        256, ge=1, description="Tokens per lm_head chunk: only this many rows of logits exist at once."
+    )
+    hidden: HiddenLossConfig | None = Field(None, description="Optional hidden-state loss.")
+
+    @model_validator(mode="after")
+    def _some_loss(self):
+        if self.kd_weight == 0 and self.ce_weight == 0 and self.hidden is None:
+            raise ValueError("kd_weight and ce_weight are both 0 and no hidden loss: nothing to train on")
+        return self
+
+    def spec(self) -> LossSpec:
+        return LossSpec(
+            kind=self.kind, temperature=self.temperature, t2_scaling=self.t2_scaling,
+            kd_weight=self.kd_weight, ce_weight=self.ce_weight, beta=self.beta, alpha=self.alpha,
+        )
+
+
+class GenerationConfig(StrictModel):
+    do_sample: bool = Field(False, description="Sample (true) or greedy decoding (false).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(128, ge=1, description="Longest generated response, in tokens.")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+
+
+class SequenceKDConfig(GenerationConfig):
+    """Teacher-generated responses (Kim & Rush 2016), saved as a dataset artifact and reused."""
+
+
+class OnPolicyConfig(StrictModel):
+    fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of steps trained on responses sampled from the current student (GKD)."
+    )
+    do_sample: bool = Field(True, description="Sample the student (true) or decode greedily.")
+    temperature: float = Field(1.0, gt=0, description="Student sampling temperature.")
+    max_new_tokens: int = Field(64, ge=1, description="Longest sampled response, in tokens.")
+
+
+class TeacherCacheConfig(StrictModel):
+    top_k: int = Field(64, ge=1, description="Teacher log-probabilities kept per token; the rest is one tail bucket.")
+    shard_examples: int = Field(512, ge=1, description="Examples per cache shard file.")
+    batch_size: int = Field(8, ge=1, description="Examples per teacher forward while building the cache.")
+
+
+class OptimizerConfig(StrictModel):
+    lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps before the cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a share of lr.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (null: no clipping).")
+
+
+class StudentInit(StrictModel):
+    """Build the student from the teacher instead of taking the stage's input model."""
+
+    from_: Literal["teacher"] = Field("teacher", alias="from", description="Model the student is cut from.")
+    keep_layers: list[int] | None = Field(None, description="Teacher layer indices (0-based) the student keeps.")
+    config: dict[str, int] | None = Field(
+        None, description="Explicit dimensions (e.g. num_hidden_layers, hidden_size) for a freshly initialised student."
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.keep_layers is None) == (self.config is None):
+            raise ValueError("init needs exactly one of keep_layers or config")
+        return self
+
+
+class DistillConfig(StrictModel):
+    method: Literal["kd"] = Field("kd", description="Distillation method (kd: logit distillation).")
+    loss: LossConfig = Field(default_factory=LossConfig, description="What the student is trained on.")
+    data: Literal["off_policy", "sequence_kd", "offline_teacher"] = Field(
+        "off_policy",
+        description="off_policy: the dataset's responses; sequence_kd: teacher-generated responses; "
+        "offline_teacher: train from a precomputed teacher top-k cache without loading the teacher.",
+    )
+    sequence_kd: SequenceKDConfig = Field(default_factory=SequenceKDConfig, description="data: sequence_kd settings.")
+    on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig, description="On-policy (GKD) sampling.")
+    teacher_cache: TeacherCacheConfig = Field(
+        default_factory=TeacherCacheConfig, description="data: offline_teacher settings."
+    )
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW and its schedule.")
+    init: StudentInit | None = Field(None, description="Build the student from the teacher (else: the input model).")
+    max_steps: int = Field(100, description="Optimizer steps to train (at least 1).")
+    batch_size: int = Field(8, ge=1, description="Sequences per process per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_length: int = Field(512, ge=8, description="Longest training sequence, in tokens (longer ones are cut).")
+    precision: Literal["bf16", "fp32"] = Field(
+        "bf16", description="bf16: autocast matmuls (AMX on CPU) with fp32 master weights; fp32: everything fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    eval_every: int = Field(50, ge=1, description="Evaluate on held-out data every N steps (and at the end).")
+    eval_examples: int = Field(64, ge=1, description="Held-out examples used per evaluation.")
+    checkpoint_every: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")
+    memory_check: bool = Field(True, description="Refuse to start when the estimated peak memory exceeds what is free.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1 (got {self.max_steps})")
+        if self.data == "offline_teacher" and self.on_policy.fraction > 0:
+            raise ValueError("on_policy.fraction > 0 needs the live teacher; it cannot be used with data: offline_teacher")
+        if self.data == "offline_teacher" and self.loss.hidden is not None:
+            raise ValueError("loss.hidden needs the live teacher's hidden states; not available with data: offline_teacher")
+        return self
+
+
+METHODS = {"kd": DistillConfig}
