@@ -29,7 +29,8 @@ def smol_tokenizer():
     return AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def tiny_llama(tok, layers: int = 2, seed: int = 0, hidden: int = 64):
+def tiny_llama(tok, layers: int = 2, seed: int = 0, hidden: int = 64, init_range: float = 0.02):
+    """A random Llama; a large init_range makes its next-token distributions peaked, not near-uniform."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -42,6 +43,7 @@ def tiny_llama(tok, layers: int = 2, seed: int = 0, hidden: int = 64):
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        initializer_range=init_range,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
     )

@@ -89,7 +89,9 @@ def test_lcs_matches_full_table_on_random_words():
 
 def test_rouge_l_known_values():
     # LCS("the cat sat on the mat", "the cat on the mat") = 5: P = 5/6, R = 1
-    assert rouge_l("The cat sat on the mat.", "the cat on the mat") == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))
+    assert rouge_l("The cat sat on the mat.", "the cat on the mat") == pytest.approx(
+        2 * (5 / 6) / (5 / 6 + 1)
+    )
     assert rouge_l("Paris", "paris!") == 1.0
     assert rouge_l("London", "Paris") == 0.0
     assert rouge_l("", "") == 1.0 and rouge_l("", "x") == 0.0

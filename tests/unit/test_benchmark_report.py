@@ -15,41 +15,110 @@ from slmkit.errors import InputError
 
 
 def _batch(bs, decode, prefill, ttft, lat):
-    return {"batch_size": bs, "status": "ok", "reason": None, "decode_tok_s": summarize(decode),
-            "prefill_tok_s": summarize(prefill), "ttft_ms": summarize(ttft), "latency_ms": latency_percentiles(lat)}
+    return {
+        "batch_size": bs,
+        "status": "ok",
+        "reason": None,
+        "decode_tok_s": summarize(decode),
+        "prefill_tok_s": summarize(prefill),
+        "ttft_ms": summarize(ttft),
+        "latency_ms": latency_percentiles(lat),
+    }
 
 
 def _entry(model, fmt, backend, decode, rss, size):
-    return {"model": model, "format": fmt, "backend": backend, "status": "ok", "reason": None, "peak_rss_mb": rss,
-            "size_bytes": size, "load_s": 0.5,
-            "batches": [_batch(1, decode, [500, 510, 520], [20, 21, 22], [400, 410, 450]),
-                        {"batch_size": 64, "status": "skipped", "reason": "does not fit in memory: batch 64"}],
-            "concurrency": {"requests": 2, "status": "ok", "reason": None,
-                            "throughput_tok_s": summarize([d * 1.5 for d in decode]),
-                            "latency_ms": latency_percentiles([500, 520])}}
+    return {
+        "model": model,
+        "format": fmt,
+        "backend": backend,
+        "status": "ok",
+        "reason": None,
+        "peak_rss_mb": rss,
+        "size_bytes": size,
+        "load_s": 0.5,
+        "batches": [
+            _batch(1, decode, [500, 510, 520], [20, 21, 22], [400, 410, 450]),
+            {"batch_size": 64, "status": "skipped", "reason": "does not fit in memory: batch 64"},
+        ],
+        "concurrency": {
+            "requests": 2,
+            "status": "ok",
+            "reason": None,
+            "throughput_tok_s": summarize([d * 1.5 for d in decode]),
+            "latency_ms": latency_percentiles([500, 520]),
+        },
+    }
 
 
 def make_results():
     q = lambda agree, ppl: {"top1_agreement": agree, "teacher_kl": 1 - agree, "perplexity": ppl}  # noqa: E731
     r = {
-        "schema_version": SCHEMA_VERSION, "recipe": "demo", "primary_metric": "top1_agreement",
-        "primary_higher_is_better": True, "teacher": "teacher", "final_model": "export/v1",
+        "schema_version": SCHEMA_VERSION,
+        "recipe": "demo",
+        "primary_metric": "top1_agreement",
+        "primary_higher_is_better": True,
+        "teacher": "teacher",
+        "final_model": "export/v1",
         "hardware": {"cpu": cpu_info("model name : Test CPU\nflags : fpu avx2 amx_bf16 sse"), "gpu": None},
         "settings": {"speed": {"batch_sizes": [1, 64], "new_tokens": 16, "repeats": 3}},
         "models": [
-            {"id": "teacher", "status": "ok", "variants": [{"format": "hf", "size_bytes": 1000, "params": 100,
-                                                            "quality": q(1.0, 10.0), "quality_retained": 1.0}]},
-            {"id": "distill/v1", "status": "ok", "variants": [{"format": "hf", "size_bytes": 500, "params": 50,
-                                                               "quality": q(0.9, 12.0), "quality_retained": 0.9}]},
-            {"id": "export/v1", "status": "ok", "variants": [{"format": "onnx", "size_bytes": 125, "params": 50,
-                                                              "quality": q(0.85, 13.0), "quality_retained": 0.85}]},
-            {"id": "prune/v1", "status": "failed", "reason": "artifact directory /x does not exist", "variants": []},
+            {
+                "id": "teacher",
+                "status": "ok",
+                "variants": [
+                    {
+                        "format": "hf",
+                        "size_bytes": 1000,
+                        "params": 100,
+                        "quality": q(1.0, 10.0),
+                        "quality_retained": 1.0,
+                    }
+                ],
+            },
+            {
+                "id": "distill/v1",
+                "status": "ok",
+                "variants": [
+                    {
+                        "format": "hf",
+                        "size_bytes": 500,
+                        "params": 50,
+                        "quality": q(0.9, 12.0),
+                        "quality_retained": 0.9,
+                    }
+                ],
+            },
+            {
+                "id": "export/v1",
+                "status": "ok",
+                "variants": [
+                    {
+                        "format": "onnx",
+                        "size_bytes": 125,
+                        "params": 50,
+                        "quality": q(0.85, 13.0),
+                        "quality_retained": 0.85,
+                    }
+                ],
+            },
+            {
+                "id": "prune/v1",
+                "status": "failed",
+                "reason": "artifact directory /x does not exist",
+                "variants": [],
+            },
         ],
         "speed": [
             _entry("teacher", "hf", "torch_fp32", [10, 11, 12], 800.0, 1000),
             _entry("teacher", "hf", "torch_bf16", [20, 21, 22], 500.0, 1000),
-            {"model": "teacher", "format": "hf", "backend": "vllm", "status": "skipped",
-             "reason": "vLLM is not installed", "batches": []},
+            {
+                "model": "teacher",
+                "format": "hf",
+                "backend": "vllm",
+                "status": "skipped",
+                "reason": "vLLM is not installed",
+                "batches": [],
+            },
             _entry("distill/v1", "hf", "torch_fp32", [20, 22, 24], 400.0, 500),
             _entry("export/v1", "onnx", "onnxruntime_genai", [44, 45, 46], 200.0, 125),
         ],
@@ -91,14 +160,23 @@ def test_headline_is_the_final_artifacts_fastest_variant_against_teacher_fp32():
 def test_pareto_front_matches_brute_force():
     rng = np.random.default_rng(0)
     pts = [tuple(x) for x in rng.random((30, 2))]
-    dominated = {i for i, (x, y) in enumerate(pts)
-                 if any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in pts)}
+    dominated = {
+        i for i, (x, y) in enumerate(pts) if any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in pts)
+    }
     assert set(pareto_front(pts)) == set(range(30)) - dominated
 
 
 def test_memory_estimate_grows_with_batch():
-    dims = {"layers": 30, "heads": 9, "kv_heads": 3, "head_dim": 64, "hidden": 576, "intermediate": 1536,
-            "vocab": 49152, "dtype_bytes": 4}
+    dims = {
+        "layers": 30,
+        "heads": 9,
+        "kv_heads": 3,
+        "head_dim": 64,
+        "hidden": 576,
+        "intermediate": 1536,
+        "vocab": 49152,
+        "dtype_bytes": 4,
+    }
     one = estimate_request_bytes(dims, 1, 128, 64)
     assert estimate_request_bytes(dims, 8, 128, 64) == pytest.approx(8 * one, rel=1e-9)
     # the KV cache alone: 2 * layers * seq * kv_heads * head_dim * 4 bytes
@@ -146,8 +224,10 @@ def test_compare_lines_up_matching_figures(tmp_path):
     b["speed"][4]["batches"][0]["decode_tok_s"]["median"] = 90.0
     write_report(a, tmp_path / "a")
     write_report(b, tmp_path / "b")
-    rows = {k: (va, vb, ratio) for k, va, vb, ratio in compare_rows(load_results(tmp_path / "a"),
-                                                                   load_results(tmp_path / "b"))}
+    rows = {
+        k: (va, vb, ratio)
+        for k, va, vb, ratio in compare_rows(load_results(tmp_path / "a"), load_results(tmp_path / "b"))
+    }
     assert rows["export/v1 onnxruntime_genai b1 decode tok/s"] == (45.0, 90.0, 2.0)
     assert rows["headline quality_retained"] == (0.85, 0.85, 1.0)
     assert compare(tmp_path / "a", tmp_path / "b").row_count == len(rows)
