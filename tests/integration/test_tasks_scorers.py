@@ -21,12 +21,17 @@ def rows(n_contexts=3, n_items=6):
     ]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
-def test_prefix_shared_equals_independent(arch):
-    scorer = make_scorer(tiny_causal_lm(arch, seed=1), smol_tokenizer(), TaskConfig())
+@pytest.mark.parametrize("arch,kernel,strategy", [
+    ("llama", "sdpa", "packed"), ("qwen2", "sdpa", "packed"), ("qwen3", "sdpa", "packed"),
+    ("llama", "eager", "packed"), ("qwen2", "sdpa", "batched"), ("llama", "eager", "batched"),
+])
+def test_prefix_shared_equals_independent(arch, kernel, strategy):
+    model = tiny_causal_lm(arch, seed=1)
+    model.config._attn_implementation = kernel  # packed needs the kernel's own 4D mask format
+    scorer = make_scorer(model, smol_tokenizer(), TaskConfig())
     data = rows()
     independent = score_rows(scorer, data, batch_size=5)
-    shared = score_rows_shared(scorer, data, batch_size=4)  # chunks of 4 exercise cache reuse
+    shared = score_rows_shared(scorer, data, batch_size=4, strategy=strategy)  # chunks of 4 reuse the cache
     assert independent.shape == (len(data), 2)
     assert torch.max(torch.abs(independent - shared)).item() < 1e-4
     assert torch.max(torch.abs(independent.softmax(-1) - shared.softmax(-1))).item() < 1e-4
