@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from benchmark_helpers import build_onnx, chat_examples, save_hf, smol_tokenizer, tiny_llama
+
 from slmkit.benchmark.backends import Variant
 from slmkit.benchmark.compare import compare
 from slmkit.benchmark.config import BenchmarkConfig, SpeedConfig
