@@ -329,7 +329,7 @@ def run(ctx) -> StageOutput:
     message = gates_mod.failure_message(results["gates"])
     if message:
         err = GateFailed(message)
-        err.stage_output = output  # the pipeline commits the report, then exits 3
+        err.output = output  # the pipeline commits the report artifact, then exits 3
         raise err
     return output
 

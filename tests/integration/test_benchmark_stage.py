@@ -106,7 +106,7 @@ def test_stage_writes_report_then_fails_gate_with_exit_3(models, tmp_path):
     assert err.value.exit_code == 3
     assert re.search(r"quality_retained = [\d.]+, needs >=1.5 \(missed by [\d.]+\)", str(err.value))
     assert "size_ratio" not in str(err.value)
-    assert err.value.stage_output.artifact_type == "report"
+    assert err.value.output.artifact_type == "report"
 
     r = json.loads((ctx.out_dir / "results.json").read_text())
     assert set(r["headline"]) >= {"quality_retained", "decode_speedup", "size_ratio", "params_ratio"}
