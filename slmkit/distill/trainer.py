@@ -216,6 +216,7 @@ class DistillJob:
     topk_eval: TopKSource | None = None
     sampler: Sampler | None = None  # on-policy responses from the current student
     reporter: Any = None
+    cpu: bool | None = None  # None: CPU when no CUDA device is present
 
 
 @dataclass
@@ -234,7 +235,9 @@ class _Run:
 def _setup(job: DistillJob, accelerator) -> _Run:
     from accelerate import Accelerator
 
-    acc = accelerator or Accelerator()
+    # Accelerate only forms a multi-process CPU (gloo) group when told it runs on CPU
+    cpu = job.cpu if job.cpu is not None else not torch.cuda.is_available()
+    acc = accelerator or Accelerator(cpu=cpu)
     cfg, opt = job.cfg, job.cfg.optimizer
     torch.manual_seed(job.seed)  # projections are initialised identically on every rank and run
     hidden = cfg.loss.hidden
@@ -255,7 +258,10 @@ def _setup(job: DistillJob, accelerator) -> _Run:
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, opt.warmup_steps, cfg.max_steps, opt.min_lr_ratio)
     )
-    module, optimizer, sched = acc.prepare(module, optimizer, sched)
+    # the schedule is per optimizer step: Accelerate's prepared scheduler would step once per
+    # process and run N times faster on N processes, so it is only registered for checkpoints
+    module, optimizer = acc.prepare(module, optimizer)
+    acc.register_for_checkpointing(sched)
     if job.teacher is not None:
         # a frozen teacher needs no fp32 master copy: bf16 weights halve its memory and skip
         # autocast's per-step weight casts
