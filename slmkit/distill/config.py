@@ -98,22 +98,6 @@ class OptimizerConfig(StrictModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (null: no clipping).")
 
 
-class StudentInit(StrictModel):
-    """Build the student from the teacher instead of taking the stage's input model."""
-
-    from_: Literal["teacher"] = Field("teacher", alias="from", description="Model the student is cut from.")
-    keep_layers: list[int] | None = Field(None, description="Teacher layer indices (0-based) the student keeps.")
-    config: dict[str, int] | None = Field(
-        None, description="Explicit dimensions (e.g. num_hidden_layers, hidden_size) for a freshly initialised student."
-    )
-
-    @model_validator(mode="after")
-    def _one_way(self):
-        if (self.keep_layers is None) == (self.config is None):
-            raise ValueError("init needs exactly one of keep_layers or config")
-        return self
-
-
 class DistillConfig(StrictModel):
     method: Literal["kd"] = Field("kd", description="Distillation method (kd: logit distillation).")
     loss: LossConfig = Field(default_factory=LossConfig, description="What the student is trained on.")
@@ -128,7 +112,6 @@ class DistillConfig(StrictModel):
         default_factory=TeacherCacheConfig, description="data: offline_teacher settings."
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW and its schedule.")
-    init: StudentInit | None = Field(None, description="Build the student from the teacher (else: the input model).")
     max_steps: int = Field(100, description="Optimizer steps to train (at least 1).")
     batch_size: int = Field(8, ge=1, description="Sequences per process per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
