@@ -132,9 +132,13 @@ def rerender_report(path: Path) -> Path:
 
 
 def compare_results(a: Path, b: Path) -> str:
+    from rich.console import Console
+
     from slmkit.benchmark.compare import compare
 
-    return compare(_results_dir(a), _results_dir(b))
+    console = Console(record=True, width=160, file=open("/dev/null", "w"))
+    console.print(compare(_results_dir(a), _results_dir(b)))
+    return console.export_text()
 
 
 def _results_dir(path: Path) -> Path:
