@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -136,7 +137,7 @@ def compare_results(a: Path, b: Path) -> str:
 
     from slmkit.benchmark.compare import compare
 
-    console = Console(record=True, width=160, file=open("/dev/null", "w"))
+    console = Console(record=True, width=160, file=io.StringIO())
     console.print(compare(_results_dir(a), _results_dir(b)))
     return console.export_text()
 
