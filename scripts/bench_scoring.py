@@ -1,7 +1,7 @@
 """Prefix-shared vs independent scoring throughput on the embedded SmolLM2-135M-Instruct teacher.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py            # defaults of issue 8
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py --contexts 5 --dtype bfloat16
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py --contexts 5 --dtype bfloat16 --threads 1
 
 Each context is exactly --context-tokens tokens (template head + real text + template tail) and
 each of its --candidates items exactly --item-tokens tokens. Independent scoring runs every
@@ -78,6 +78,10 @@ def timed(fn):
 
 
 def run(args) -> dict:
+    if args.threads:
+        # on a CPU shared with other jobs, OpenMP threads spin-waiting on each other dominate
+        # every op; one thread per process gives stable timings there
+        torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     model, tok = load_teacher(dtype)
     scorer = CausalLMScorer(model, tok, TaskConfig(max_length=4096))
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--context-tokens", type=int, default=256)
     parser.add_argument("--item-tokens", type=int, default=32)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--strategy", choices=["packed", "batched"], default="packed",
                         help="how candidates run against the cached context (see slmkit/tasks/prefix.py)")
     print(json.dumps(run(parser.parse_args())))

@@ -7,6 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,3 +84,13 @@ def tiny_bert_classifier(num_labels: int = 1, seed: int = 0):
         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
     )
     return BertForSequenceClassification(cfg).eval(), tok
+
+
+@pytest.fixture(autouse=False)
+def single_thread():
+    """Tiny models run faster on one thread, and much faster when other jobs share the CPU
+    (OpenMP threads spin-waiting on each other dominate every small op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -117,3 +117,22 @@ def _metric_name(metric: str) -> str:
     if metric.startswith("ndcg@") and metric[5:].isdigit() and int(metric[5:]) > 0:
         return "ndcg@k"
     return metric
+
+
+class ScoreDistillConfig(StrictModel):
+    """The distill stage of a ranking / classification recipe: train a scorer student on teacher scores.
+
+    Example::
+
+        - distill: {method: score_kd, max_steps: 300, batch_size: 32, lr: 5.0e-5}
+    """
+
+    method: Literal["score_kd"] = Field("score_kd", description="Distil scores (the loss is `task.kd`).")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(32, ge=1, description="Rows per step, rounded up to whole groups (listwise needs them).")
+    lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate, decayed linearly to 0.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps.")
+    bf16: bool = Field(False, description="bfloat16 autocast for the student (AMX CPUs and GPUs).")
+    teacher_batch_size: int = Field(32, ge=1, description="Candidates per teacher forward pass when caching scores.")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints in the work dir.")

@@ -96,17 +96,24 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-def onnx_logits(path: Path, scorer, rows: Sequence[ScoringRow], batch_size: int = 16) -> torch.Tensor:
-    """[N, K] label logits of ``rows`` from an exported graph, run by onnxruntime on CPU."""
+def onnx_score_fn(path: Path, scorer):
+    """rows -> [N, K] label logits through an onnxruntime CPU session opened once (for speed runs)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
-    out = []
-    for i in range(0, len(rows), batch_size):
-        batch = {k: v for k, v in feeds(scorer, rows[i : i + batch_size]).items() if k in wanted}
-        out.append(torch.from_numpy(session.run(["logits"], batch)[0]).float())
-    return torch.cat(out)
+
+    def score(rows: Sequence[ScoringRow]) -> torch.Tensor:
+        batch = {k: v for k, v in feeds(scorer, rows).items() if k in wanted}
+        return torch.from_numpy(session.run(["logits"], batch)[0]).float()
+
+    return score
+
+
+def onnx_logits(path: Path, scorer, rows: Sequence[ScoringRow], batch_size: int = 16) -> torch.Tensor:
+    """[N, K] label logits of ``rows`` from an exported graph, run by onnxruntime on CPU."""
+    score = onnx_score_fn(path, scorer)
+    return torch.cat([score(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)])
 
 
 def compare(reference: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
