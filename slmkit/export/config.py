@@ -63,7 +63,7 @@ class OnnxOptions(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _valid_combination(self) -> "OnnxOptions":
+    def _valid_combination(self) -> OnnxOptions:
         # onnxruntime has no fp16 CPU kernels for the attention ops the builder emits
         if self.precision == "fp16" and self.execution_provider == "cpu":
             raise ValueError("precision fp16 needs execution_provider: cuda; on cpu use fp32, int8 or int4")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -71,7 +71,7 @@ class LlmCompressorQuantConfig(StrictModel):
 
 
 QuantizeConfig = Annotated[
-    Union[OnnxQuantConfig, GgufQuantConfig, TorchaoQuantConfig, LlmCompressorQuantConfig],
+    OnnxQuantConfig | GgufQuantConfig | TorchaoQuantConfig | LlmCompressorQuantConfig,
     Field(discriminator="method"),
 ]
 

@@ -70,7 +70,8 @@ def tensor_type(name: str, shape: tuple[int, ...], opts: GgufOptions):
     A row length that is not a multiple of the format's block size falls back to F16, as
     llama.cpp's converter does.
     """
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as T
 
     if len(shape) < 2:
         return T.F32
@@ -86,7 +87,8 @@ def tensor_type(name: str, shape: tuple[int, ...], opts: GgufOptions):
 
 def encode_tensor(arr: np.ndarray, qtype) -> np.ndarray:
     """The bytes (or float array) the writer stores for ``arr`` as ``qtype``."""
-    from gguf import GGMLQuantizationType as T, quants
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
 
     if qtype == T.F32:
         return arr.astype(np.float32)
@@ -103,7 +105,8 @@ def encode_tensor(arr: np.ndarray, qtype) -> np.ndarray:
 
 def check_writable_type(opts: GgufOptions) -> None:
     """Fail before any work when the gguf package cannot encode the requested type."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+    from gguf import GGML_QUANT_SIZES
+    from gguf import GGMLQuantizationType as T
 
     for name in {opts.type, opts.output_type or opts.type}:
         qtype = T[name]

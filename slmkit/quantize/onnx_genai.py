@@ -49,6 +49,11 @@ def check_architecture(model_dir: Path) -> dict:
             f"{model_dir / 'config.json'}: architecture {arch} cannot be exported to ONNX GenAI; "
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
+    if (config.get("quantization_config") or {}).get("quant_method") == "gguf":
+        raise InputError(
+            f"{model_dir / 'config.json'}: carries quantization_config.quant_method=gguf (left by transformers' GGUF "
+            "loader); save the dequantized model without it (slmkit's save_model does) before exporting"
+        )
     return config
 
 

@@ -71,7 +71,8 @@ def quantize_torchao(ctx: StageContext, cfg) -> StageOutput:
 
 
 def quantize_llmcompressor(ctx: StageContext, cfg) -> StageOutput:
-    from slmkit.quantize.llmcompressor import quantize_llmcompressor as run_llmc, require_llmcompressor
+    from slmkit.quantize.llmcompressor import quantize_llmcompressor as run_llmc
+    from slmkit.quantize.llmcompressor import require_llmcompressor
 
     require_llmcompressor()  # before reading calibration data: the missing extra is the first thing to fix
     calibration = None

@@ -25,7 +25,11 @@ def require_torchao() -> None:
 
 def torchao_config(cfg: TorchaoQuantConfig, cuda: bool):
     """The torchao config object for ``cfg.scheme``."""
-    from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+    )
 
     if cfg.scheme == "int8_weight_only":
         return Int8WeightOnlyConfig()

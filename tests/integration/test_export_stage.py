@@ -7,14 +7,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/export_helpers.py
 
-from export_helpers import save_small_bpe_tokenizer, save_tiny_model, stage_context  # noqa: E402
+from export_helpers import save_small_bpe_tokenizer, save_tiny_model, stage_context
 
-from slmkit.errors import InputError  # noqa: E402
-from slmkit.export import stage as export_stage  # noqa: E402
-from slmkit.export.config import ExportConfig  # noqa: E402
-from slmkit.export.verify import VerificationFailed  # noqa: E402
-from slmkit.quantize import stage as quantize_stage  # noqa: E402
-from slmkit.quantize.config import QuantizeConfig  # noqa: E402
+from slmkit.errors import InputError
+from slmkit.export import stage as export_stage
+from slmkit.export.config import ExportConfig
+from slmkit.export.verify import VerificationFailed
+from slmkit.quantize import stage as quantize_stage
+from slmkit.quantize.config import QuantizeConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 VERIFY = {"new_tokens": 6, "prompts": ["The capital of France is", "def fibonacci(n):"]}

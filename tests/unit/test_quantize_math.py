@@ -48,7 +48,8 @@ def test_tensor_type_policy():
 
 @pytest.mark.parametrize("name,tol", [("Q8_0", 0.02), ("Q4_0", 0.25)])
 def test_encode_tensor_roundtrips_within_quantization_error(name, tol):
-    from gguf import GGMLQuantizationType as T, quants
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
 
     x = np.random.default_rng(2).standard_normal((8, 64)).astype(np.float32)
     back = quants.dequantize(encode_tensor(x, T[name]), T[name])
@@ -56,7 +57,8 @@ def test_encode_tensor_roundtrips_within_quantization_error(name, tol):
 
 
 def test_encode_tensor_names_the_alternatives_when_gguf_cannot_write_a_type():
-    from gguf import GGMLQuantizationType as T, quants
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
 
     try:
         quants.quantize(np.zeros((1, 256), np.float32), T.Q4_K)
