@@ -102,7 +102,7 @@ def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[Sta
     done: dict[str, StageResult] = {}
     gate_failures: list[str] = []
     for stage in selected:
-        input_path = resolve_input(recipe, stage, store, done, start, opts)
+        input_path = resolve_input(recipe, stage, store, done, {"teacher": teacher, "student": start}, opts)
         result = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter, procs)
         done[stage.name] = result
         gate_failures += result.manifest.get("details", {}).get("gate_failures", [])
@@ -111,7 +111,7 @@ def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[Sta
     return list(done.values())
 
 
-def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, start: Path,
+def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, sources: dict[str, Path],
                   opts: RunOptions) -> Path:
     """The artifact a stage reads: --input, its `input`, or the previous stage's output."""
     if opts.input_override is not None and opts.only_kind:
@@ -119,7 +119,11 @@ def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, st
     index = [s.name for s in recipe.stages].index(stage.name)
     ref = stage.input if stage.input is not None else (recipe.stages[index - 1].name if index else None)
     if ref is None:
-        return start
+        return sources["student"]
+    if ref in sources:
+        if ref == "student" and recipe.student is None:
+            raise InputError(f"stage {stage.name!r} reads `student`, but the recipe names no student")
+        return sources[ref]
     if "/" in ref or ref.startswith("."):
         return _artifact_path(Path(ref), f"stages[{index}].input")
     if ref in done:

@@ -31,6 +31,8 @@ from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_val
 from slmkit.errors import RecipeError
 from slmkit.schema import StrictModel
 
+SOURCE_REFS = ("teacher", "student")  # `input:` names for the source models themselves
+RESERVED_STAGE_NAMES = ("teacher", "student", "source")  # folders of the source artifacts
 STAGE_KINDS = ("prune", "distill", "quantize", "export", "benchmark")
 BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
                 "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
@@ -135,8 +137,9 @@ class StageSpec(StrictModel):
         description="What the stage does; written as the stage's only key.")
     name: str = Field(description="Unique stage name (defaults to the kind, then kind_2, kind_3, ...); "
                       "also the artifact folder name.")
-    input: str | None = Field(None, description="An earlier stage's name or an artifact directory; default: "
-                              "the previous stage's output (the teacher, or the student, for the first).")
+    input: str | None = Field(None, description="An earlier stage's name, `teacher`, `student`, or an artifact "
+                              "directory; default: the previous stage's output (the student if the recipe names "
+                              "one, else the teacher, for the first stage).")
     config: Any = Field(description="The kind's method config.")
     _index: int = PrivateAttr(0)  # position in the YAML list, for error lines
 
@@ -426,15 +429,17 @@ def _check_references(stages: list[dict], problems, lines):
         if not isinstance(name, str) or not _NAME.match(name):
             problems.append(f"{at}: stage name {name!r} must be letters, digits, '_', '-' or '.' "
                             "(it names a directory)")
+        elif name in RESERVED_STAGE_NAMES:
+            problems.append(f"{at}: stage name {name!r} is reserved for the source models' artifacts; pick another")
         elif name in seen:
             problems.append(f"{at}: duplicate stage name {name!r} (also stages[{seen[name]}])")
         seen.setdefault(name, i)
-        if ref is None or not isinstance(ref, str) or _looks_like_path(ref):
+        if ref is None or not isinstance(ref, str) or _looks_like_path(ref) or ref in SOURCE_REFS:
             continue
         at = _where(("stages", i, kind, "input"), lines)
         if ref not in order:
             problems.append(f"{at}: input {ref!r} is not a stage of this recipe "
-                            f"(stages: {', '.join(order)}) nor an artifact path")
+                            f"(stages: {', '.join(order)}), `teacher`, `student`, nor an artifact path")
         elif order[ref] >= pos:
             problems.append(f"{at}: input {ref!r} comes later in the list (or is this stage); "
                             "a stage can only read an earlier stage's output")

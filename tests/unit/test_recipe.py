@@ -156,3 +156,10 @@ def test_recipe_reference_doc_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
     assert doc.read_text() == recipe_reference(), "regenerate with: python -m slmkit.docgen > docs/recipes.md"
+
+
+def test_input_may_name_the_sources_and_reserved_names_are_refused():
+    r = parse_recipe(GOOD.replace("input: prune", "input: teacher"))
+    assert r.stages[2].input == "teacher"
+    found = problems(GOOD.replace("name: onpolicy", "name: source"))
+    assert any("reserved" in p for p in found)
