@@ -97,3 +97,16 @@ def test_bert_classifier_pair_encoding_and_label_count_check():
     bad, tok = tiny_bert_classifier(num_labels=3)
     with pytest.raises(InputError, match="head has 3 label"):
         make_scorer(bad, tok, TaskConfig())
+
+
+def test_real_minilm_encoder_loads_as_binary_scorer():
+    from slmkit.tasks.loading import load_scorer
+    from tests.tasks_helpers import minilm_dir
+
+    scorer = load_scorer(minilm_dir(), TaskConfig())
+    assert isinstance(scorer, ClassifierScorer) and scorer.model.config.num_labels == 1
+    out = score_rows(scorer, rows(2, 3))
+    assert out.shape == (6, 1) and torch.isfinite(out).all() and out.std() > 0
+    three = load_scorer(minilm_dir(), TaskConfig(kind="classification", labels=[0, 1, 2],
+                                                 verbalizers=[" a", " b", " c"]))
+    assert three.model.config.num_labels == 3
