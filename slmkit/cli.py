@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 invalid recipe / usage / input, 3 a 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -163,6 +164,10 @@ def compare(a: Annotated[Path, typer.Argument(help="First results.json or benchm
 
 
 def main() -> None:
+    # tqdm reads TQDM_* variables when it is first imported, so this must precede every import of
+    # transformers/datasets; slmkit's own progress replaces their bars (shown again with -vvv)
+    if not any(a.startswith("-vvv") for a in sys.argv):
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         app()
     except KeyboardInterrupt:

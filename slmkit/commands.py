@@ -44,10 +44,8 @@ def _quiet_libraries(level: int) -> None:
     """Our own progress replaces the libraries' bars and info logs unless -vv asks for them."""
     if level >= 3:
         return
-    import os
     import warnings
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the GGUF loader's own conversion bar
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
