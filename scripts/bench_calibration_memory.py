@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 
@@ -90,6 +91,7 @@ def main() -> None:
         done[0] += n
         if done[0] * 4 // args.samples > len(quarters) - 1 or done[0] == args.samples:
             quarters.append(round((proc.memory_info().rss - rss_before) / MB, 1))
+            print(f"{done[0]}/{args.samples} samples, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
 
     sampler = RssSampler()
     sampler.start()

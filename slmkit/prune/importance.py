@@ -66,11 +66,12 @@ def head_norm_sum(x: torch.Tensor, mask: torch.Tensor, num_heads: int) -> torch.
 def gram_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """X^T X over valid tokens ([B, T, d] -> [d, d]), the sufficient statistic for reconstruction.
 
-    One batch's product runs in float32 (float64 matmuls are several times slower on CPUs);
-    callers accumulate the per-batch results in float64, where the rounding would pile up.
+    The product runs in float64, slower as it is: MLP activations span orders of magnitude
+    (massive activations), and a float32 Gram is indefinite enough that a refit measured
+    against it reported negative reconstruction errors on SmolLM2-135M.
     """
-    flat = x.reshape(-1, x.shape[-1])[mask.reshape(-1).bool()].float()
-    return (flat.T @ flat).double()
+    flat = x.reshape(-1, x.shape[-1])[mask.reshape(-1).bool()].double()
+    return flat.T @ flat
 
 
 def group_scores(head_scores: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
