@@ -93,8 +93,8 @@ def main() -> None:
 
     out["onnx"] = export_and_verify(student, evals[:64], a.work)
     speeds = {"student-torch": E.default_score_fn(student),
-              "student-onnx-fp32": onnx_score_fn(a.work / "scorer.onnx", student),
-              "student-onnx-int8": onnx_score_fn(a.work / "scorer.int8.onnx", student),
+              "student-onnx-fp32": onnx_score_fn(a.work / "scorer.onnx", student, a.threads or None),
+              "student-onnx-int8": onnx_score_fn(a.work / "scorer.int8.onnx", student, a.threads or None),
               "teacher-torch-prefix-shared": E.default_score_fn(teacher)}
     out["speed"] = {k: E.scoring_speed(fn, evals, max_contexts=4, min_items=64) for k, fn in speeds.items()}
     out["int8_student"], _ = E.evaluate(speeds["student-onnx-int8"](evals), evals, task)

@@ -96,11 +96,18 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-def onnx_score_fn(path: Path, scorer):
-    """rows -> [N, K] label logits through an onnxruntime CPU session opened once (for speed runs)."""
+def onnx_score_fn(path: Path, scorer, threads: int | None = None):
+    """rows -> [N, K] label logits through an onnxruntime CPU session opened once (for speed runs).
+
+    ``threads`` sets onnxruntime's intra-op pool (default: one per core), to compare backends
+    at the same thread count as PyTorch.
+    """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
 
     def score(rows: Sequence[ScoringRow]) -> torch.Tensor:
