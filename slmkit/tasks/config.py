@@ -19,13 +19,13 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from slmkit.schema import StrictModel
 
-Label = Union[int, str]
+Label = int | str
 
 PRIMARY_METRICS = ("auc", "accuracy", "log_loss", "ndcg@k", "mrr", "ece")
 
@@ -89,7 +89,7 @@ class TaskConfig(StrictModel):
     kd: ScoreKDConfig = Field(default_factory=ScoreKDConfig, description="How a student is distilled on scores.")
 
     @model_validator(mode="after")
-    def _check(self) -> "TaskConfig":
+    def _check(self) -> TaskConfig:
         problems = []
         if len(set(map(str, self.labels))) != len(self.labels):
             problems.append(f"task.labels has duplicates: {self.labels}")

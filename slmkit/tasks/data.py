@@ -7,9 +7,10 @@ set, a verbalizer that is not one token of the tokenizer (issue 8, "Bad input").
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from slmkit.errors import InputError
 

@@ -9,7 +9,7 @@ prefix-shared scorer, ONNX Runtime session).
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -9,7 +9,7 @@ is undefined (a single candidate, no relevant candidate) are counted and skipped
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -9,8 +9,8 @@ other exports verify what they wrote (issue 8, "Serving speed").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ def export_scorer(scorer, rows: Sequence[ScoringRow], path: Path, opset: int = O
 
 def trace_rows(rows: Sequence[ScoringRow]) -> list[ScoringRow]:
     """The shortest and the longest row: tracing with padding keeps the padding-mask path in the graph."""
-    size = lambda r: len(r.context) + len(r.item)  # noqa: E731
+    size = lambda r: len(r.context) + len(r.item)
     short, long = min(rows, key=size), max(rows, key=size)
     if size(short) == size(long):
         long = ScoringRow(long.context, long.item + " " + long.item, long.label, long.group, long.source)

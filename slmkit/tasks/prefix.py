@@ -18,7 +18,7 @@ sequence, so scores equal independent scoring up to float rounding (tested withi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache

@@ -14,8 +14,8 @@ score wrap them in ``torch.inference_mode()``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -39,7 +39,7 @@ class PromptSplit:
     suffix: str
 
     @classmethod
-    def from_task(cls, task: TaskConfig, tokenizer) -> "PromptSplit":
+    def from_task(cls, task: TaskConfig, tokenizer) -> PromptSplit:
         text = task.template
         if task.chat_template:
             if getattr(tokenizer, "chat_template", None) is None:

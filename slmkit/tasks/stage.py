@@ -12,8 +12,8 @@ classification (issue 8):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from slmkit.context import StageContext, StageOutput
 from slmkit.tasks import evaluate as E
@@ -23,7 +23,11 @@ from slmkit.tasks.loading import load_scorer
 from slmkit.tasks.metrics import retained
 from slmkit.tasks.scorers import CausalLMScorer
 from slmkit.tasks.train import (
-    distill_scorer, read_teacher_cache, rows_fingerprint, teacher_logits, write_teacher_cache,
+    distill_scorer,
+    read_teacher_cache,
+    rows_fingerprint,
+    teacher_logits,
+    write_teacher_cache,
 )
 
 

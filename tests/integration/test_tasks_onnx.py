@@ -8,8 +8,12 @@ from slmkit.tasks.config import TaskConfig
 from slmkit.tasks.data import ScoringRow
 from slmkit.tasks.onnx_export import export_and_verify, export_scorer, onnx_logits, trace_rows
 from slmkit.tasks.scorers import make_scorer, score_rows
-from tests.tasks_helpers import single_thread  # noqa: F401
-from tests.tasks_helpers import smol_tokenizer, tiny_bert_classifier, tiny_causal_lm
+from tests.tasks_helpers import (
+    single_thread,  # noqa: F401
+    smol_tokenizer,
+    tiny_bert_classifier,
+    tiny_causal_lm,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -35,7 +35,7 @@ def test_builder_is_deterministic_and_splits_functions(tmp_path):
     train = load_rows(tmp_path / "a" / "ranking_train.jsonl", [0, 1], require_labels=True)
     evals = load_rows(tmp_path / "a" / "ranking_eval.jsonl", [0, 1], require_labels=True)
     assert len(by_group(train)) == 30 and len(by_group(evals)) == 10
-    positives = lambda rows: {r.item for r in rows if r.label == 1}  # noqa: E731
+    positives = lambda rows: {r.item for r in rows if r.label == 1}
     assert not positives(train) & positives(evals)  # eval queries are about unseen functions
     b.main(["--out", str(tmp_path / "c"), "--seed", "1", "--train-groups", "30", "--eval-groups", "10"])
     assert (tmp_path / "c" / "ranking_train.jsonl").read_bytes() != (tmp_path / "a" / "ranking_train.jsonl").read_bytes()

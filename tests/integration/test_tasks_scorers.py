@@ -8,9 +8,12 @@ from slmkit.tasks.config import TaskConfig
 from slmkit.tasks.data import ScoringRow
 from slmkit.tasks.prefix import score_rows_shared
 from slmkit.tasks.scorers import ClassifierScorer, PromptSplit, make_scorer, score_rows
-from tests.tasks_helpers import single_thread  # noqa: F401
 from tests.tasks_helpers import (
-    smol_tokenizer, tiny_bert_classifier, tiny_causal_lm, tiny_decoder_classifier,
+    single_thread,  # noqa: F401
+    smol_tokenizer,
+    tiny_bert_classifier,
+    tiny_causal_lm,
+    tiny_decoder_classifier,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -15,8 +15,12 @@ from slmkit.tasks.config import ScoreDistillConfig, TaskConfig
 from slmkit.tasks.loading import architecture, load_scorer
 from slmkit.tasks.scorers import ClassifierScorer
 from slmkit.tasks.stage import benchmark_scorer, export_scorer_artifact, run_score_distill
-from tests.tasks_helpers import single_thread  # noqa: F401
-from tests.tasks_helpers import minilm_dir, smol_tokenizer, tiny_causal_lm
+from tests.tasks_helpers import (
+    minilm_dir,
+    single_thread,  # noqa: F401
+    smol_tokenizer,
+    tiny_causal_lm,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

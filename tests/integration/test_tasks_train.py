@@ -1,7 +1,6 @@
 """Score distillation end to end on tiny models: an LLM-scorer teacher, encoder and decoder students."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,8 +13,12 @@ from slmkit.tasks.losses import positive_margin, score_kd_loss
 from slmkit.tasks.metrics import group_indices
 from slmkit.tasks.scorers import make_scorer, score_rows
 from slmkit.tasks.train import distill_scorer, read_teacher_cache, teacher_logits, write_teacher_cache
-from tests.tasks_helpers import single_thread  # noqa: F401
-from tests.tasks_helpers import smol_tokenizer, tiny_bert_classifier, tiny_causal_lm
+from tests.tasks_helpers import (
+    single_thread,  # noqa: F401
+    smol_tokenizer,
+    tiny_bert_classifier,
+    tiny_causal_lm,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "slmkit" / "data_files"
 

@@ -31,7 +31,7 @@ def test_kl_is_zero_for_identical_and_single_logit_equals_two_label_form():
     s = torch.randn(5, 3)
     assert L.kl_loss(s, s.clone(), 2.0).item() == pytest.approx(0.0, abs=1e-6)
     z, w = torch.randn(6, 1), torch.randn(6, 1)
-    two = lambda x: torch.cat([torch.zeros_like(x), x], 1)  # noqa: E731
+    two = lambda x: torch.cat([torch.zeros_like(x), x], 1)
     assert L.kl_loss(z, w).item() == pytest.approx(kl_reference(two(z), two(w), 1.0), rel=1e-5)
     # a 1-logit student against a 2-logit teacher: only the margin matters
     t2 = torch.randn(6, 2)
