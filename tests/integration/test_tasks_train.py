@@ -137,3 +137,15 @@ def test_speed_figures_for_a_scorer():
                         "context_latency_p99_ms"}
     assert out["contexts_timed"] == 3 and out["items_per_s@bs4"] > 0
     assert out["context_latency_p99_ms"] >= out["context_latency_p50_ms"]
+
+
+def test_causal_lm_student_learns_teacher_verbalizer_scores():
+    task = TaskConfig(kd=ScoreKDConfig(kind="kl"))
+    rows = train_rows(3)
+    teacher = teacher_scores(rows, task) * 20
+    student = make_scorer(tiny_causal_lm("qwen2", seed=8), smol_tokenizer(), task)
+    before = score_kd_loss(score_rows(student, rows), teacher, kind="kl", temperature=1.0).item()
+    distill_scorer(student, rows, teacher, task, ScoreDistillConfig(max_steps=30, batch_size=8, lr=3e-3), seed=0)
+    after = score_kd_loss(score_rows(student, rows), teacher, kind="kl", temperature=1.0).item()
+    assert after < 0.5 * before, (before, after)
+    assert not student.model.training  # handed back in eval mode
