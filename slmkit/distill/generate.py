@@ -32,22 +32,30 @@ def split_response(tokens: list[int], eos_id: int | None, pad_id: int) -> list[i
 @torch.no_grad()
 def generate_responses(model, examples: list[Example], *, pad_id: int, eos_id: int | None,
                        max_new_tokens: int, do_sample: bool, temperature: float = 1.0,
-                       top_p: float = 1.0, batch_size: int = 8) -> list[Example]:
-    """Prompt + generated response per example; only the response tokens count in the loss."""
+                       top_p: float = 1.0, batch_size: int = 8, on_batch=None) -> list[Example]:
+    """Prompt + generated response per example; only the response tokens count in the loss.
+
+    Prompts are batched in length order (less left padding to compute over); the result keeps the
+    input order. ``on_batch(n)`` is called after each batch with its size (progress).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out: list[Example] = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt_ids))
+    done: dict[int, Example] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        chunk = [examples[i] for i in idx]
         batch = {k: v.to(device) for k, v in collate_prompts(chunk, pad_id).items()}
         kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else dict(do_sample=False)
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
                              eos_token_id=eos_id, use_cache=True, **kw)
         width = batch["input_ids"].shape[1]
-        for e, row in zip(chunk, gen[:, width:].tolist()):
+        for i, e, row in zip(idx, chunk, gen[:, width:].tolist()):
             resp = split_response(row, eos_id, pad_id)
             ids = list(e.prompt_ids) + resp
-            out.append(Example(ids, [0] * len(e.prompt_ids) + [1] * len(resp), list(e.prompt_ids), e.source))
+            done[i] = Example(ids, [0] * len(e.prompt_ids) + [1] * len(resp), list(e.prompt_ids), e.source)
+        if on_batch is not None:
+            on_batch(len(idx))
     model.train(was_training)
-    return out
+    return [done[i] for i in range(len(examples))]

@@ -116,9 +116,11 @@ def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, tr
 
     def build(tmp: Path) -> dict:
         ctx.reporter.info(f"distill: the teacher generates responses for {len(train)} prompts (sequence-level KD)")
-        out = generate_responses(teacher, train, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                                 max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                                 temperature=g.temperature, top_p=g.top_p, batch_size=g.batch_size)
+        with ctx.reporter.progress(len(train), "distill: teacher responses") as bar:
+            out = generate_responses(teacher, train, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                                     max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
+                                     temperature=g.temperature, top_p=g.top_p, batch_size=g.batch_size,
+                                     on_batch=bar.advance)
         write_examples(tmp / "examples.jsonl", out)
         return {"examples": len(out), "response_tokens": sum(sum(e.loss_mask) for e in out)}
 
