@@ -67,3 +67,21 @@ def test_builtin_config_reads_metadata_only():
 def test_offline_hub_miss_is_clear():
     with pytest.raises(InputError, match="cannot load model"):
         load_ref("slmkit-test/does-not-exist")
+
+
+def test_gguf_file_ref_loads_and_matches(tmp_path, tiny_llama_dir):
+    """A .gguf model ref (here an F32 file slmkit wrote) loads through transformers' GGUF loader."""
+    from transformers import AutoModelForCausalLM
+
+    from slmkit.export.config import GgufOptions
+    from slmkit.quantize.gguf_writer import write_gguf
+
+    path = tmp_path / "tiny.gguf"
+    write_gguf(tiny_llama_dir, path, GgufOptions(type="F32"))
+    model, tok = load_ref(str(path))
+    assert model.config.num_hidden_layers == 4 and tok("hi")["input_ids"]
+    assert getattr(model.config, "quantization_config", None) is None  # rebuilt: save_pretrained works
+    ids = torch.tensor([tok("a small test sentence")["input_ids"]])
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, plain(ids).logits, atol=1e-5)
