@@ -158,7 +158,7 @@ def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path,
     extras = {"artifacts": _earlier_artifacts(recipe, stage, store, done)} if stage.kind == "benchmark" else {}
     key = hash_json({
         "stage": stage_config_dump(stage), "input": artifact_hash(input_path), "teacher": artifact_hash(teacher),
-        "data": fingerprint(recipe, base_dir), "seed": recipe.seed, "task": recipe.task, "slmkit": __version__,
+        "data": fingerprint(recipe, base_dir), "seed": recipe.seed, "task": recipe.task_json(), "slmkit": __version__,
         "others": [a["manifest"].get("content_hash") for a in extras.get("artifacts", [])],
     })
     if not opts.force and (found := store.find_cached(stage.name, key)):
@@ -217,7 +217,7 @@ def _manifest(recipe, stage, key, started, input_path, teacher, output: StageOut
     inputs = [_input_entry("input", input_path), _input_entry("teacher", teacher)]
     return base_manifest(stage.name, stage.kind, key, started) | {
         "artifact_type": output.artifact_type, "config": stage_config_dump(stage),
-        "recipe": recipe.name, "recipe_hash": recipe.content_hash(), "seed": recipe.seed, "task": recipe.task,
+        "recipe": recipe.name, "recipe_hash": recipe.content_hash(), "seed": recipe.seed, "task": recipe.task_json(),
         "inputs": inputs, "metrics": output.metrics, "details": details,
     }
 

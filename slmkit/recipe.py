@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, TypeAdapter, ValidationError, field_validator, model_validator
 
 from slmkit.errors import RecipeError
 from slmkit.schema import StrictModel
+from slmkit.tasks.config import TaskConfig, task_stage_problems
 
 SOURCE_REFS = ("teacher", "student")  # `input:` names for the source models themselves
 RESERVED_STAGE_NAMES = ("teacher", "student", "source")  # folders of the source artifacts
@@ -37,17 +38,18 @@ STAGE_KINDS = ("prune", "distill", "quantize", "export", "benchmark")
 BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
                 "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TASK_TAG = "predictive-task"  # union tag of a `task:` section; error paths skip it
 
 
 def stage_config_types() -> dict[str, Any]:
     """The closed registry of stage kinds and their config types (pydantic only, no torch)."""
     from slmkit.benchmark.config import BenchmarkConfig
-    from slmkit.distill.config import DistillConfig
+    from slmkit.distill.config import DistillStageConfig
     from slmkit.export.config import ExportConfig
     from slmkit.prune.config import PruneConfig
     from slmkit.quantize.config import QuantizeConfig
 
-    return {"prune": PruneConfig, "distill": DistillConfig, "quantize": QuantizeConfig,
+    return {"prune": PruneConfig, "distill": DistillStageConfig, "quantize": QuantizeConfig,
             "export": ExportConfig, "benchmark": BenchmarkConfig}
 
 
@@ -103,7 +105,8 @@ class HubData(StrictModel):
 class DataSpec(StrictModel):
     path: str | None = Field(None, description="A local jsonl/json/csv/parquet/txt file or a directory of them, "
                              "relative to the recipe; or `builtin:prompts` / `builtin:heldout`, the prompt sets "
-                             "shipped with slmkit.")
+                             "shipped with slmkit, or `builtin:ranking_train` / `builtin:ranking_eval`, the "
+                             "ranking rows of predictive tasks.")
     hub: HubData | None = Field(None, description="A hub dataset instead of `path`.")
     format: Literal["chat", "prompt_completion", "text"] = Field(
         "chat", description="`chat`: a `messages` list (loss on assistant turns); `prompt_completion`: "
@@ -149,13 +152,30 @@ class Recipe(StrictModel):
     output_dir: str = Field("runs", description="Root directory of the artifact store (relative to the "
                             "current directory).")
     seed: int = Field(0, description="Seed for every random choice (data order, sampling, init).")
-    task: Literal["generation", "ranking", "classification"] = Field(
-        "generation", description="What the models do: generate text, or score items (predictive).")
+    task: Annotated[Union[Annotated[Literal["generation"], Tag("generation")], Annotated[TaskConfig, Tag(_TASK_TAG)]],
+                    Discriminator(lambda v: _TASK_TAG if isinstance(v, (dict, TaskConfig)) else "generation")] = Field(
+        "generation", description="What the models do: `generation` (text), or a predictive task section "
+        "`{kind: ranking | classification, ...}` whose models score (context, item) rows from `data:` "
+        "(`task: ranking` is short for `{kind: ranking}`; see docs/predictive.md).")
     teacher: ModelRef = Field(description="The model to compress.")
     student: StudentRef | None = Field(None, description="The starting student, when the first stage "
                                        "should not start from the teacher.")
     data: DataConfig = Field(default_factory=DataConfig, description="Data splits.")
     stages: list[StageSpec] = Field(min_length=1, description="Ordered list of stages.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, v):
+        return {"kind": v} if v in ("ranking", "classification") else v
+
+    @property
+    def predictive(self) -> TaskConfig | None:
+        """The task section of a ranking / classification recipe; None for generation."""
+        return self.task if isinstance(self.task, TaskConfig) else None
+
+    def task_json(self) -> str | dict:
+        """The task as recorded in manifests and cache keys."""
+        return self.task.model_dump(mode="json") if self.predictive else self.task
 
     @field_validator("name")
     @classmethod
@@ -207,6 +227,8 @@ def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (
     raw = apply_overrides(raw, overrides, problems)
     stages_raw = _unpack_stages(raw, problems, lines)
     recipe = _validate(raw, stages_raw, problems, lines)
+    if recipe is not None:
+        problems += [f"{_where(path, lines)}: {msg}" for path, msg in task_stage_problems(recipe.task, recipe.stages)]
     _check_references(stages_raw or [], problems, lines)
     _check_data_files(raw, base_dir or Path.cwd(), problems, lines)
     if problems:
@@ -383,15 +405,15 @@ def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
 def _raw_path(raw, loc) -> tuple:
     """Map a pydantic error location onto the YAML's own keys, skipping union tags."""
     path, node = [], raw
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(node, dict) and part in node:
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             path.append(part)
             node = node[part]
-        elif isinstance(node, dict) and (part in node.values() or _is_tag(str(part))):
-            continue  # a discriminator value pydantic put into the path
+        elif isinstance(node, dict) and (part in node.values() or _is_tag(str(part)) or i < len(loc) - 1):
+            continue  # a discriminator value pydantic put into the path (a missing key comes last)
         elif isinstance(node, dict) and isinstance(part, str):
             path.append(part)  # a missing or unknown key: name it, then stop descending
             node = None
@@ -400,7 +422,7 @@ def _raw_path(raw, loc) -> tuple:
 
 def _is_tag(part: str) -> bool:
     # pydantic inserts discriminator values and type names ("depth", "function-after[...]") into locs
-    return "[" in part or part.startswith("function-")
+    return "[" in part or part.startswith("function-") or part == _TASK_TAG
 
 
 def _message(err: dict) -> str:

@@ -13,6 +13,7 @@ Sample YAML::
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -86,7 +87,9 @@ class BenchmarkConfig(StrictModel):
         default=["perplexity", "teacher_agreement", "task"],
         description="Quality metrics: perplexity (eval text), teacher_agreement (top-1 agreement and "
         "KL(teacher||model) on the teacher's own greedy responses), task (exact_match, contains and rouge_l "
-        "of generated answers against the eval references), lm_eval (lm-evaluation-harness tasks).",
+        "of generated answers against the eval references), lm_eval (lm-evaluation-harness tasks); "
+        "scoring (ranking/classification recipes, alone: AUC, accuracy, log loss, ECE, NDCG@k, MRR and "
+        "teacher agreement on data.eval; the default for those recipes).",
     )
     primary_metric: str = Field(
         default="top1_agreement",
@@ -140,6 +143,8 @@ class BenchmarkConfig(StrictModel):
     @model_validator(mode="after")
     def _check_figures(self) -> "BenchmarkConfig":
         figures = figure_directions(self.quality)
+        if "scoring" in self.quality:
+            return self._check_scoring(figures)
         if self.primary_metric not in figures:
             raise ValueError(
                 f"primary_metric {self.primary_metric!r} is not produced by quality {self.quality}; "
@@ -155,4 +160,16 @@ class BenchmarkConfig(StrictModel):
         bad = [g for g in self.gates if g not in allowed]
         if bad:
             raise ValueError(f"gates on unknown figure(s) {bad}; expected some of {sorted(allowed)}")
+        return self
+
+    def _check_scoring(self, figures: dict[str, bool]) -> "BenchmarkConfig":
+        """Predictive tasks: quality_retained is on `task.primary_metric`; gates may name ndcg@<k>."""
+        if self.quality != ["scoring"]:
+            raise ValueError(f"quality: `scoring` (ranking/classification scorers) is measured alone, got {self.quality}")
+        if "primary_metric" in self.model_fields_set:
+            raise ValueError("primary_metric: for `scoring`, quality_retained uses the recipe's task.primary_metric")
+        allowed = set(HEADLINE_FIGURES) - {"decode_speedup"} | {"scoring_speedup"} | set(figures)
+        bad = [g for g in self.gates if g not in allowed and not re.fullmatch(r"ndcg@[1-9][0-9]*", g)]
+        if bad:
+            raise ValueError(f"gates on unknown figure(s) {bad}; expected some of {sorted(allowed)} or ndcg@<k>")
         return self

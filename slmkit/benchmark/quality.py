@@ -259,11 +259,21 @@ class Metric:
     needs_teacher_targets: bool = False
 
 
+def scoring_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
+    raise MetricSkipped("scoring figures come from the predictive benchmark (slmkit.benchmark.scoring)")
+
+
+# figures of ranking / classification scorers (slmkit.tasks.metrics); NDCG is `ndcg@<k>` for the
+# task's k, accepted by the benchmark config as a pattern
+SCORING_FIGURES = {"auc": True, "accuracy": True, "log_loss": False, "ece": False, "mrr": True,
+                   "teacher_label_agreement": True, "teacher_score_spearman": True}
+
 METRICS: dict[str, Metric] = {
     "perplexity": Metric(perplexity_metric, {"perplexity": False}),
     "teacher_agreement": Metric(agreement_metric, {"top1_agreement": True, "teacher_kl": False}, True),
     "task": Metric(task_metric, {"exact_match": True, "contains": True, "rouge_l": True}),
     "lm_eval": Metric(lm_eval_metric, {"lm_eval_mean": True}),
+    "scoring": Metric(scoring_metric, SCORING_FIGURES),
 }
 
 

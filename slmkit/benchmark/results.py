@@ -204,7 +204,8 @@ def headline(results: dict) -> dict:
 def gate_figures(results: dict) -> dict:
     """What gates may name: the headline figures and the final variant's quality figures."""
     h = results["headline"]
-    figures = {k: h[k] for k in ("quality_retained", "decode_speedup", "size_ratio", "params_ratio")}
+    figures = {k: h.get(k) for k in ("quality_retained", "decode_speedup", "scoring_speedup", "size_ratio",
+                                     "params_ratio") if k in h}
     v = _variant(results, h["model"], h["variant_format"]) if h["model"] else None
     figures.update((v or {}).get("quality") or {})
     return figures

@@ -5,16 +5,21 @@ Sample stage (word-level forward KL, then on-policy forward KL, the GKD recipe):
     stages:
       - distill: {method: kd, loss: {kind: forward_kl}, max_steps: 500}
       - distill: {method: kd, loss: {kind: forward_kl}, on_policy: {fraction: 1.0}, max_steps: 500}
+
+Ranking / classification recipes distill scores instead (``slmkit.tasks.config.ScoreDistillConfig``)::
+
+      - distill: {method: score_kd, max_steps: 300, batch_size: 32}
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from slmkit.distill.losses import LossSpec
 from slmkit.schema import StrictModel
+from slmkit.tasks.config import ScoreDistillConfig
 
 
 class HiddenLossConfig(StrictModel):
@@ -136,4 +141,13 @@ class DistillConfig(StrictModel):
         return self
 
 
-METHODS = {"kd": DistillConfig}
+def _default_method(value):
+    # `- distill: {max_steps: 5}` without a method is logit KD, as it was before score_kd existed
+    return {"method": "kd", **value} if isinstance(value, dict) and "method" not in value else value
+
+
+# the distill stage's config: logit KD of generators, or score KD of ranking / classification scorers
+DistillStageConfig = Annotated[
+    DistillConfig | ScoreDistillConfig, Field(discriminator="method"), BeforeValidator(_default_method)
+]
+METHODS = {"kd": DistillConfig, "score_kd": ScoreDistillConfig}

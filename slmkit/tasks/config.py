@@ -12,13 +12,17 @@ Example::
       labels: [0, 1]
       verbalizers: [" No", " Yes"]
       template: "Query: {context}\\nCandidate: {item}\\nDoes the candidate answer the query?\\nAnswer:"
-      data: {train: slmkit/data_files/ranking_train.jsonl, eval: slmkit/data_files/ranking_eval.jsonl}
       primary_metric: ndcg@10
+    data:
+      train: {path: builtin:ranking_train}
+      eval: {path: builtin:ranking_eval}
+
+The rows come from the recipe's ``data:`` section (the same files and hub datasets as other
+tasks); ``task.columns`` names their columns.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -31,10 +35,8 @@ PRIMARY_METRICS = ("auc", "accuracy", "log_loss", "ndcg@k", "mrr", "ece")
 
 
 class TaskDataConfig(StrictModel):
-    """Where the scored rows live. Each row: context, item, optional label, optional group."""
+    """Column names of the scored rows (the files are the recipe's `data:` splits)."""
 
-    train: Path | None = Field(None, description="Training rows (jsonl/json/csv/parquet), loaded through `datasets`.")
-    eval: Path | None = Field(None, description="Held-out rows with labels; metrics are computed on them.")
     context_field: str = Field("context", description="Column holding the context (query, member, document).")
     item_field: str = Field("item", description="Column holding the candidate item scored against the context.")
     label_field: str = Field("label", description="Column holding the label; must be one of `task.labels`.")
@@ -82,7 +84,10 @@ class TaskConfig(StrictModel):
         False, description="Wrap the template in the tokenizer's chat template as a user turn (instruct teachers)."
     )
     max_length: int = Field(512, gt=8, description="Token budget of one (context, item) input; longer contexts are cut.")
-    data: TaskDataConfig = Field(default_factory=TaskDataConfig, description="Where the rows come from.")
+    columns: TaskDataConfig = Field(
+        default_factory=TaskDataConfig,
+        description="Column names of the rows in `data.train` / `data.eval` (context, item, label, group).",
+    )
     primary_metric: str = Field(
         "auc", description="Metric `quality_retained` is computed on: auc, accuracy, log_loss, ndcg@<k>, mrr or ece."
     )
@@ -136,3 +141,50 @@ class ScoreDistillConfig(StrictModel):
     bf16: bool = Field(False, description="bfloat16 autocast for the student (AMX CPUs and GPUs).")
     teacher_batch_size: int = Field(32, ge=1, description="Candidates per teacher forward pass when caching scores.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between resumable checkpoints in the work dir.")
+
+
+# stage settings that only make sense for one kind of task; the recipe loader reports them together
+GENERATION_ONLY_EXPORTS = ("gguf",)
+
+
+def task_stage_problems(task: TaskConfig | str, stages) -> list[tuple[tuple, str]]:
+    """(YAML path, message) for each stage the recipe's task cannot run (checked at validation, exit 2).
+
+    ``stages`` are the recipe's StageSpecs. A generation recipe cannot distill scores and a
+    predictive one cannot distill next-token logits; a scorer has no GGUF form and no
+    generation metrics (issue 8).
+    """
+    predictive = isinstance(task, TaskConfig)
+    out = []
+    for s in stages:
+        cfg, at = s.config, ("stages", s._index, s.kind)
+        if cfg is None:  # its own validation failed and is already reported
+            continue
+        method = getattr(cfg, "method", None)
+        if s.kind == "distill" and method == "score_kd" and not predictive:
+            out.append((at + ("method",), "score_kd distills a scorer: it needs `task: {kind: ranking}` or "
+                        "`task: {kind: classification}`, but the recipe's task is generation"))
+        elif s.kind == "distill" and method != "score_kd" and predictive:
+            out.append((at, f"the recipe's task is {task.kind}: distill scores with `method: score_kd` "
+                        f"(method {method!r} distills next-token logits of a generator)"))
+        elif s.kind == "quantize" and predictive:
+            out.append((at, f"quantize stages build generation runtimes; for a {task.kind} scorer use "
+                        "`export: {formats: [onnx]}`, which writes an int8 ONNX copy too"))
+        elif s.kind == "export" and predictive:
+            bad = [f for f in cfg.formats if f in GENERATION_ONLY_EXPORTS]
+            if bad:
+                out.append((at + ("formats",), f"a {task.kind} scorer exports to onnx or hf, not {bad}"))
+        elif s.kind == "benchmark":
+            out += _benchmark_problems(cfg, at, task if predictive else None)
+    return out
+
+
+def _benchmark_problems(cfg, at: tuple, task: TaskConfig | None) -> list[tuple[tuple, str]]:
+    scoring = "scoring" in cfg.quality
+    if task is None and scoring:
+        return [(at + ("quality",), "`scoring` measures ranking/classification scorers; the recipe's task is "
+                 "generation")]
+    if task is not None and "quality" in cfg.model_fields_set and not scoring:
+        return [(at + ("quality",), f"the recipe's task is {task.kind}: its quality figures are the task "
+                 "metrics, `quality: [scoring]` (or leave `quality` out)")]
+    return []
