@@ -51,6 +51,12 @@ class LossConfig(StrictModel):
     chunk_size: int = Field(
         256, ge=1, description="Tokens per lm_head chunk: only this many rows of logits exist at once."
     )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="Fuse the forward-KL chunk math (softmaxes, KL, CE, gradient) with torch.compile. "
+        "auto: on for vocabularies of at least 16k tokens when a C++ compiler (CPU) or Triton (CUDA) is "
+        "present; the first step then pays a one-off compilation (seconds, cached on disk).",
+    )
     hidden: HiddenLossConfig | None = Field(None, description="Optional hidden-state loss.")
 
     @model_validator(mode="after")

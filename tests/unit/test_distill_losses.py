@@ -207,6 +207,34 @@ def test_chunked_head_loss_bias_and_bf16_compute():
     assert abs(got16.item() - ref.item()) / ref.item() < 0.05
 
 
+@pytest.mark.parametrize("temp,ce_w", [(1.0, 0.0), (1.0, 0.4), (2.0, 0.3)])
+def test_forward_kl_chunk_matches_in_place_closed_form(temp, ce_w):
+    # the functional form torch.compile fuses must be the same math as the eager closed form
+    torch.manual_seed(3)
+    z_s, z_t = torch.randn(6, V, dtype=torch.float64) * 3, torch.randn(6, V, dtype=torch.float64) * 3
+    tgt = torch.randint(0, V, (6,))
+    spec = L.LossSpec(temperature=temp, ce_weight=ce_w, kd_weight=0.7)
+    ref = L._chunk_grad_forward_kl(z_s.clone(), z_t.clone(), tgt, spec)
+    got = L.forward_kl_chunk(z_s, z_t, tgt, temp, spec.scale, spec.kd_weight, spec.ce_weight)
+    assert all(torch.allclose(a, r, rtol=1e-10, atol=1e-12) for a, r in zip(got, ref))
+
+
+@pytest.mark.slow  # pays a torch.compile (tens of seconds on a small CPU)
+def test_chunked_head_loss_compiled_matches_eager_with_a_padded_last_chunk():
+    torch.manual_seed(4)
+    n, hs = 11, 16
+    h = torch.randn(n, hs, requires_grad=True)
+    w = torch.randn(V, hs, requires_grad=True)
+    th, tw = torch.randn(n, hs), torch.randn(V, hs)
+    tgt = torch.randint(0, V, (n,))
+    spec = L.LossSpec(ce_weight=0.2)
+    out = {}
+    for compile in (False, True):
+        loss = L.chunked_head_loss(h, w, L.TeacherLogits(th, tw), tgt, spec, chunk_size=4, compile=compile)
+        out[compile] = (loss, *torch.autograd.grad(loss, (h, w)))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(out[True], out[False]))
+
+
 def test_hidden_state_loss_mse_cosine_and_projection():
     s = [torch.randn(5, 4), torch.randn(5, 4)]
     assert L.hidden_state_loss(s, s, "mse").item() == 0.0

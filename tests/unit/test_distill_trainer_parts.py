@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from slmkit.distill.trainer import batch_indices, lr_factor, select_targets
+from slmkit.distill.trainer import batch_indices, lr_factor, select_targets, use_compile
 
 
 def test_lr_warmup_then_cosine_to_min_ratio():
@@ -31,3 +31,10 @@ def test_select_targets_uses_next_token_mask_and_skips_padding():
     sel, tgt = select_targets(ids, mask)
     assert sel.tolist() == [1, 2, 4]  # row-major flat positions predicting a counted token
     assert tgt.tolist() == [7, 8, 10]
+
+
+def test_compile_auto_stays_off_for_tiny_vocabularies_and_explicit_settings_win():
+    cpu = torch.device("cpu")
+    assert use_compile("auto", 256, cpu) is False  # test models: no compile time
+    assert use_compile(False, 49152, cpu) is False
+    assert use_compile(True, 256, cpu) is True
