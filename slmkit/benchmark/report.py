@@ -35,21 +35,8 @@ def _spread(stat: dict | None) -> str:
 
 
 def headline_table(r: dict) -> Table:
-    h = r["headline"]
-    rows = [
-        [k, _fmt(h.get(k))]
-        for k in (
-            "model",
-            "variant_format",
-            "backend",
-            "batch_size",
-            "quality_retained",
-            "decode_speedup",
-            "size_ratio",
-            "params_ratio",
-        )
-    ]
-    return ["figure", "value"], rows
+    # the headline's own keys, in its order (scorer benchmarks have scoring_speedup, not decode_speedup)
+    return ["figure", "value"], [[k, _fmt(v)] for k, v in r["headline"].items()]
 
 
 def quality_table(r: dict) -> Table:
@@ -63,7 +50,8 @@ def quality_table(r: dict) -> Table:
             rows.append([m["id"], "—", "—", "—", "—", *["—"] * len(figures), "—", f"FAILED: {m['reason']}"])
         for v in m.get("variants", []):
             q = v.get("quality") or {}
-            notes = "; ".join(f"{k} skipped: {why}" for k, why in (v.get("quality_skipped") or {}).items())
+            notes = "; ".join([f"{k} skipped: {why}" for k, why in (v.get("quality_skipped") or {}).items()]
+                              + list(v.get("notes") or []))
             rows.append(
                 [
                     m["id"],
@@ -200,6 +188,14 @@ def hardware_table(r: dict) -> Table:
     return ["", ""], rows
 
 
+def scoring_speed_table(r: dict) -> Table:
+    """Scorers (ranking / classification): items/s per batch size and per-context latency."""
+    rows = r.get("scoring_speed") or []
+    figures = list(dict.fromkeys(k for e in rows for k in e if k.startswith(("items_per_s", "context_latency"))))
+    return (["model", "format", "backend", *figures],
+            [[e["model"], e["format"], e["backend"], *[_fmt(e.get(f)) for f in figures]] for e in rows])
+
+
 SECTIONS = [
     ("Headline", headline_table),
     ("Gates", gates_table),
@@ -208,6 +204,17 @@ SECTIONS = [
     ("Concurrent requests", concurrency_table),
     ("Machine", hardware_table),
 ]
+SCORING_SECTIONS = [  # ranking / classification recipes: no decoding, so scoring speed instead
+    ("Headline", headline_table),
+    ("Gates", gates_table),
+    ("Quality", quality_table),
+    ("Scoring speed", scoring_speed_table),
+    ("Machine", hardware_table),
+]
+
+
+def sections(r: dict) -> list:
+    return SCORING_SECTIONS if "scoring_speed" in r else SECTIONS
 
 
 # ---------------------------------------------------------------- plots
@@ -336,7 +343,7 @@ def render_markdown(r: dict, images: dict[str, str]) -> str:
         f"`{r.get('final_model')}`. Figures are medians of {r['settings']['speed']['repeats']} timed "
         "requests, spread (min–max) in brackets. Ratios > 1 mean better than the teacher.\n",
     ]
-    for title, fn in SECTIONS:
+    for title, fn in sections(r):
         parts += [f"## {title}\n", _md_table(fn(r))]
     parts += [f"![{name}]({fname})\n" for name, fname in images.items()]
     return "\n".join(parts)
@@ -362,7 +369,7 @@ def render_html(r: dict, pngs: dict[str, bytes]) -> str:
         f"<style>{style}</style></head><body>"
         f"<h1>Benchmark: {html.escape(str(r.get('recipe') or 'slmkit'))}</h1>"
     ]
-    for title, fn in SECTIONS:
+    for title, fn in sections(r):
         parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(fn(r))}")
     for name, data in pngs.items():
         b64 = base64.b64encode(data).decode("ascii")
@@ -379,10 +386,11 @@ def rich_table(r: dict):
     h = r["headline"]
     t = RichTable(
         title="slmkit benchmark",
-        caption=f"final {h['model']}: quality_retained "
-        f"{_fmt(h['quality_retained'])}, decode_speedup {_fmt(h['decode_speedup'])}, size_ratio "
-        f"{_fmt(h['size_ratio'])}, params_ratio {_fmt(h['params_ratio'])}",
+        caption=f"final {h['model']}: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in h.items() if k.endswith(("retained", "speedup", "ratio"))),
     )
+    if "scoring_speed" in r:
+        return _rich_rows(t, *scoring_speed_table(r))
     for name in (
         "model",
         "backend",
@@ -428,6 +436,14 @@ def rich_table(r: dict):
                 _fmt(ratio, 3),
                 q,
             )
+    return t
+
+
+def _rich_rows(t, headers: list[str], rows: list[list[str]]):
+    for name in headers:
+        t.add_column(name, overflow="fold")
+    for row in rows:
+        t.add_row(*row)
     return t
 
 

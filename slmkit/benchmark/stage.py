@@ -300,10 +300,10 @@ def _copy_layer_importance(models: list[dict], out_dir: Path) -> None:
 def run(ctx) -> StageOutput:
     from transformers import AutoTokenizer
 
-    from slmkit.benchmark.report import write_report
-
     cfg = ctx.stage.config
     models = model_entries(ctx.teacher_dir, ctx.extras.get("artifacts", []), cfg.models)
+    if ctx.recipe.predictive is not None:
+        return _finish(ctx, cfg, _scoring_results(ctx, cfg, models), models)
     tokenizer = AutoTokenizer.from_pretrained(ctx.teacher_dir)
     examples = ctx.examples("eval", tokenizer)[: cfg.eval_samples] if cfg.quality else []
     with tempfile.TemporaryDirectory(prefix="slmkit-bench-") as tmp:
@@ -318,6 +318,22 @@ def run(ctx) -> StageOutput:
             ctx.reporter.info,
             getattr(ctx.recipe, "name", None),
         )
+    return _finish(ctx, cfg, results, models)
+
+
+def _scoring_results(ctx, cfg, models: list[dict]) -> dict:
+    """A ranking / classification recipe: task metrics and scoring speed (slmkit.benchmark.scoring)."""
+    from slmkit.benchmark.scoring import benchmark_scorers
+    from slmkit.tasks.stage import split_rows
+
+    rows = split_rows(ctx, "eval", require_labels=True)
+    return benchmark_scorers(models, rows, ctx.recipe.predictive, cfg, ctx.reporter.info,
+                             getattr(ctx.recipe, "name", None))
+
+
+def _finish(ctx, cfg, results: dict, models: list[dict]) -> StageOutput:
+    from slmkit.benchmark.report import write_report
+
     _copy_layer_importance(models, ctx.out_dir)
     for doc, m in zip(results["models"], models):
         doc["layer_importance_png"] = m.get("layer_importance_png")

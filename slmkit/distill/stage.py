@@ -184,6 +184,8 @@ def _load(ctx: StageContext, cfg: DistillConfig):
 
 
 def run(ctx: StageContext) -> StageOutput:
+    if ctx.stage.config.method == "score_kd":  # a ranking / classification recipe (validation pairs them)
+        return run_score_kd(ctx)
     from slmkit.distill.trainer import DistillJob, train
 
     cfg: DistillConfig = ctx.stage.config
@@ -214,6 +216,18 @@ def run(ctx: StageContext) -> StageOutput:
         details["teacher_seconds_saved"] = round(sec, 2)
         ctx.reporter.info(f"distill: the offline cache saved about {sec:.1f} s of teacher compute")
     return _finish(ctx, job, tok, result, details)
+
+
+def run_score_kd(ctx: StageContext) -> StageOutput:
+    """Distill the teacher's scores on data.train into the input scorer (slmkit.tasks)."""
+    from slmkit.tasks.stage import run_score_distill, split_rows
+
+    if ctx.input_dir is None:
+        raise InputError("distill: no student: give `student:` in the recipe or put a stage before distill")
+    out = run_score_distill(ctx, ctx.recipe.predictive, ctx.stage.config, split_rows(ctx, "train"))
+    out.model_card_notes.append(f"Distilled on teacher scores ({ctx.recipe.predictive.kd.kind}) for "
+                                f"{out.metrics['steps']} steps.")
+    return out
 
 
 def _finish(ctx: StageContext, job, tok, result, details: dict) -> StageOutput:
