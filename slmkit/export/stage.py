@@ -102,6 +102,7 @@ def export_scorer(ctx: StageContext, cfg: ExportConfig) -> StageOutput:
             check["path"] = f"onnx/{Path(check['path']).name}"  # the temporary dir is renamed on commit
             metrics[f"onnx_{precision}_max_abs_score_diff"] = check.get("max_abs_score_diff")
     metrics.update({f"{fmt}_size_bytes": d["size_bytes"] for fmt, d in written.items()})
-    notes = [f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
-             "return label logits."] if "onnx" in written else []
+    note = (f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
+            "return label logits.")
+    notes = [note] if "onnx" in written else []
     return StageOutput(metrics=metrics, details={"formats": written, "task": task.kind}, model_card_notes=notes)

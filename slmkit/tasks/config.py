@@ -162,14 +162,14 @@ def task_stage_problems(task: TaskConfig | str, stages) -> list[tuple[tuple, str
             continue
         method = getattr(cfg, "method", None)
         if s.kind == "distill" and method == "score_kd" and not predictive:
-            out.append((at + ("method",), "score_kd distills a scorer: it needs `task: {kind: ranking}` or "
-                        "`task: {kind: classification}`, but the recipe's task is generation"))
+            out.append((at + ("method",), ("score_kd distills a scorer: it needs `task: {kind: ranking}` or "
+                                           "`task: {kind: classification}`, but the recipe's task is generation")))
         elif s.kind == "distill" and method != "score_kd" and predictive:
-            out.append((at, f"the recipe's task is {task.kind}: distill scores with `method: score_kd` "
-                        f"(method {method!r} distills next-token logits of a generator)"))
+            out.append((at, (f"the recipe's task is {task.kind}: distill scores with `method: score_kd` "
+                             f"(method {method!r} distills next-token logits of a generator)")))
         elif s.kind == "quantize" and predictive:
-            out.append((at, f"quantize stages build generation runtimes; for a {task.kind} scorer use "
-                        "`export: {formats: [onnx]}`, which writes an int8 ONNX copy too"))
+            out.append((at, (f"quantize stages build generation runtimes; for a {task.kind} scorer use "
+                             "`export: {formats: [onnx]}`, which writes an int8 ONNX copy too")))
         elif s.kind == "export" and predictive:
             bad = [f for f in cfg.formats if f in GENERATION_ONLY_EXPORTS]
             if bad:
@@ -182,9 +182,9 @@ def task_stage_problems(task: TaskConfig | str, stages) -> list[tuple[tuple, str
 def _benchmark_problems(cfg, at: tuple, task: TaskConfig | None) -> list[tuple[tuple, str]]:
     scoring = "scoring" in cfg.quality
     if task is None and scoring:
-        return [(at + ("quality",), "`scoring` measures ranking/classification scorers; the recipe's task is "
-                 "generation")]
+        return [(at + ("quality",), ("`scoring` measures ranking/classification scorers; the recipe's task is "
+                                     "generation"))]
     if task is not None and "quality" in cfg.model_fields_set and not scoring:
-        return [(at + ("quality",), f"the recipe's task is {task.kind}: its quality figures are the task "
-                 "metrics, `quality: [scoring]` (or leave `quality` out)")]
+        return [(at + ("quality",), (f"the recipe's task is {task.kind}: its quality figures are the task "
+                                     "metrics, `quality: [scoring]` (or leave `quality` out)"))]
     return []

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slmkit.context import StageContext, StageOutput
+from slmkit.errors import InputError
 from slmkit.tasks import evaluate as E
 from slmkit.tasks.config import ScoreDistillConfig, TaskConfig
-from slmkit.errors import InputError
 from slmkit.tasks.data import ScoringRow, load_rows, read_records, rows_from_records
 from slmkit.tasks.loading import load_scorer
 from slmkit.tasks.metrics import retained
