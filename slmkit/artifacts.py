@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -25,6 +24,7 @@ from typing import Callable
 
 from slmkit import __version__
 from slmkit.errors import InputError, SlmkitError
+from slmkit.machine import hardware_info, library_versions
 
 MANIFEST = "manifest.json"
 _VERSION = re.compile(r"^v(\d+)$")
@@ -204,39 +204,6 @@ def base_manifest(stage: str, kind: str, cache_key: str, started: float) -> dict
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
-
-def library_versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"slmkit": __version__, "python": platform.python_version()}
-    for name in ("torch", "transformers", "datasets", "accelerate", "onnxruntime", "onnxruntime-genai", "gguf"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def hardware_info() -> dict:
-    info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "cpu": platform.processor()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
-            info["cpu"] = m.group(1).strip()
-        flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split())
-        info["cpu_flags"] = sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "avx_vnni")))
-    except (OSError, AttributeError):
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return info
 
 
 def git_commit() -> str | None:

@@ -82,7 +82,7 @@ def test_run_cache_force_runs_show(tmp_path, tiny_llama_dir):
     assert [c["id"] for c in shown["lineage"]] == ["tiny/prune/v3", "tiny/source/v1"]
     m = shown["manifest"]
     assert m["config"]["config"]["keep_layers"] == 3 and m["seed"] == 0
-    assert {"slmkit", "torch", "transformers"} <= set(m["versions"]) and m["hardware"]["cpu_count"]
+    assert {"slmkit", "torch", "transformers"} <= set(m["versions"]) and m["hardware"]["cpu"]["logical_cores"]
     assert all(len(h) == 64 for h in m["files"].values())
     card = (tmp_path / "runs/tiny/prune/v3/README.md").read_text()
     assert "tiny/source/v1" in card and "from_pretrained" in card
