@@ -118,7 +118,7 @@ def stage_context(tmp_path: Path, model_dir: Path, config, kind: str):
     work = tmp_path / f"{kind}-work"
     work.mkdir()
     return StageContext(
-        recipe=SimpleNamespace(seed=0), stage=SimpleNamespace(name=kind, kind=kind, config=config),
+        recipe=SimpleNamespace(seed=0, predictive=None), stage=SimpleNamespace(name=kind, kind=kind, config=config),
         out_dir=out, input_dir=model_dir, input_manifest=None, teacher_dir=model_dir, run_dir=tmp_path,
         reporter=RecordingReporter(), work_dir=work,
     )

@@ -23,7 +23,7 @@ class PipelineStandIn:
 
     def __init__(self, root: Path, teacher: Path, artifacts: list[dict], config: BenchmarkConfig, examples):
         self.stage = SimpleNamespace(name="benchmark", kind="benchmark", config=config)
-        self.recipe = SimpleNamespace(name="tiny", seed=0)
+        self.recipe = SimpleNamespace(name="tiny", seed=0, predictive=None)
         self.teacher_dir, self.out_dir, self.work_dir = teacher, root / "out", root / "work"
         self.out_dir.mkdir()
         self.extras = {"artifacts": artifacts}
