@@ -50,6 +50,11 @@ def _quiet_libraries(level: int) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import logging
+
+    # onnxruntime's quantizer configures INFO logging for the whole process when imported
+    for name in ("gguf", "onnxruntime", "torchao", "datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
