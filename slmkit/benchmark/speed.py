@@ -209,7 +209,7 @@ def _measure_loaded(session, variant: Variant, backend: str, prompt: list[int], 
     return {"batches": batches, "concurrency": conc}
 
 
-def measure_backend(variant: Variant, backend: str, prompt: list[int], cfg, isolated: bool = False) -> dict:
+def measure_backend(variant: Variant, backend: str, prompt: list[int], cfg) -> dict:
     """Every speed figure of one model on one backend; load failures become a failed entry."""
     import torch
 
@@ -225,14 +225,8 @@ def measure_backend(variant: Variant, backend: str, prompt: list[int], cfg, isol
         entry = _measure_with_memory(variant, backend, prompt, cfg, device)
     finally:
         torch.set_num_threads(threads_before)  # the caller's process keeps its own setting
-    if isolated and "load_s" in entry:
-        import resource
-
-        # ru_maxrss (KiB on Linux) is exact for a fresh process: no sampling gap can miss the peak
-        entry["peak_rss_mb"], entry["rss_source"] = (
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "ru_maxrss",
-        )
+    # not ru_maxrss: Linux carries the high-water mark across fork+exec, so a child started by a
+    # large parent would report the parent's RSS; the sampled peak is this model's own
     return entry
 
 
@@ -330,7 +324,7 @@ def _main(spec_path: str, out_path: str) -> None:
     variant = Variant(v["model_id"], v["format"], Path(v["path"]))
     try:
         entry = measure_backend(
-            variant, spec["backend"], spec["prompt"], SpeedConfig(**spec["speed"]), isolated=True
+            variant, spec["backend"], spec["prompt"], SpeedConfig(**spec["speed"])
         )
     except Exception as e:
         entry = {
