@@ -63,8 +63,12 @@ def _summary(recipe, results, reporter: Reporter) -> dict:
                    [[r.name, r.kind, str(r.path), "yes" if r.cached else "no"] for r in results])
     bench = [r for r in results if r.kind == "benchmark"]
     if bench and (bench[-1].path / "results.json").exists():
-        reporter.info(f"report: {bench[-1].path / 'report.html'}")
-        return json.loads((bench[-1].path / "results.json").read_text())
+        results = json.loads((bench[-1].path / "results.json").read_text())
+        headline = results.get("headline") or {}
+        reporter.table("headline: the final artifact against the teacher", ["figure", "value"],
+                       [[k, f"{v:.4g}" if isinstance(v, float) else v] for k, v in headline.items()])
+        reporter.info(f"report: {bench[-1].path / 'report.html'} (also report.md, results.json)")
+        return results
     return {"recipe": recipe.name, "stages": [{"name": r.name, "kind": r.kind, "path": str(r.path),
                                                "cached": r.cached, "metrics": r.manifest.get("metrics", {})}
                                               for r in results]}
