@@ -36,6 +36,8 @@ def builder_options(opts: OnnxOptions) -> list[str]:
     if opts.precision not in ("int4", "int8"):
         return []
     extra = [f"block_size={opts.block_size}"]
+    if opts.algo != "default":
+        extra.append(f"algo_config={opts.algo}")
     if opts.accuracy_level:
         extra.append(f"accuracy_level={opts.accuracy_level}")
     return extra
@@ -97,5 +99,6 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
     return {
         "precision": opts.precision, "execution_provider": opts.execution_provider, "bits": _BITS[opts.precision],
         "block_size": opts.block_size if opts.precision in ("int4", "int8") else None,
+        "algo": opts.algo if opts.precision in ("int4", "int8") else None,
         "accuracy_level": opts.accuracy_level if opts.precision in ("int4", "int8") else None,
     }

@@ -57,3 +57,5 @@ def test_builder_options():
         "block_size=64", "accuracy_level=4"]
     assert builder_options(OnnxOptions(precision="int8", accuracy_level=0)) == ["block_size=32"]
     assert builder_options(OnnxOptions(precision="fp32")) == []
+    assert builder_options(OnnxOptions(precision="int4", algo="k_quant_mixed", accuracy_level=0)) == [
+        "block_size=32", "algo_config=k_quant_mixed"]
