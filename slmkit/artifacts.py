@@ -53,6 +53,13 @@ def content_hash(files: dict[str, str]) -> str:
     return hash_json(sorted(files.items()))
 
 
+def artifact_hash(path: Path) -> str:
+    """Content hash of a directory: the manifest's for artifacts (no re-reading), computed otherwise."""
+    if (Path(path) / MANIFEST).exists():
+        return read_manifest(path)["content_hash"]
+    return content_hash(file_hashes(Path(path)))
+
+
 def dir_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmkit import __version__
-from slmkit.artifacts import (MANIFEST, Store, base_manifest, content_hash, file_hashes, hash_json, model_card,
-                              read_manifest, safe_component, sha256_file)
+from slmkit.artifacts import (MANIFEST, Store, artifact_hash, base_manifest, content_hash, file_hashes, hash_json,
+                              model_card, read_manifest, safe_component, sha256_file)
 from slmkit.context import StageContext, StageOutput
 from slmkit.errors import GateFailed, InputError, SlmkitError
 from slmkit.progress import Reporter
@@ -141,13 +141,6 @@ def _artifact_path(path: Path, what: str) -> Path:
     if not (path / MANIFEST).exists() and not (path / "config.json").exists():
         raise InputError(f"{what}: {path} is neither an slmkit artifact nor a model directory")
     return path
-
-
-def artifact_hash(path: Path) -> str:
-    """Content hash of an input: the manifest's for artifacts, computed for foreign directories."""
-    if (path / MANIFEST).exists():
-        return read_manifest(path)["content_hash"]
-    return content_hash(file_hashes(path))
 
 
 def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path, store: Store, done: dict,

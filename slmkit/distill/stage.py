@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from slmkit.artifacts import artifact_hash
 from slmkit.context import StageContext, StageOutput
 from slmkit.data import Example
 from slmkit.distill.config import DistillConfig
@@ -82,15 +83,6 @@ def check_memory(cfg: DistillConfig, need: int, device: torch.device) -> None:
 
 
 # --- data modes -------------------------------------------------------------------------------
-
-
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(path.glob("*")):
-        if p.is_file():
-            h.update(p.name.encode())
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
 
 
 def _examples_key(examples: list[Example]) -> str:
@@ -197,7 +189,7 @@ def run(ctx: StageContext) -> StageOutput:
     eval_ex = eval_ex[: cfg.eval_examples]
     offline = cfg.data == "offline_teacher"
     check_memory(cfg, estimate_bytes(cfg, student.config, s_n, t_n, offline), ctx.device)
-    t_hash = _fingerprint(ctx.teacher_dir)
+    t_hash = artifact_hash(ctx.teacher_dir)
     details: dict = {"data": cfg.data, "student_params": s_n, "teacher_params": t_n, "vocab_rows": vocab}
     if cfg.data == "sequence_kd":
         train_ex = sequence_kd_examples(ctx, cfg, teacher.to(ctx.device), tok, train_ex, t_hash)

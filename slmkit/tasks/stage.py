@@ -63,20 +63,11 @@ def split_rows(ctx: StageContext, split: str, *, require_labels: bool = False) -
                              fields=_fields(task))
 
 
-def model_key(model_dir: Path) -> str:
-    """Identity of a model directory for cache keys: the manifest's content hash when slmkit wrote it."""
-    import json
-
-    manifest = Path(model_dir) / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        return str(data.get("content_hash") or data.get("cache_key") or model_dir)
-    return str(Path(model_dir).resolve())
-
-
 def cached_teacher_logits(ctx: StageContext, task: TaskConfig, rows: Sequence[ScoringRow], batch_size: int):
     """Teacher label logits of ``rows``, computed once per (teacher, prompt, rows) and reused."""
-    key = {"teacher": model_key(ctx.teacher_dir), "rows": rows_fingerprint(rows),
+    from slmkit.artifacts import artifact_hash
+
+    key = {"teacher": artifact_hash(ctx.teacher_dir), "rows": rows_fingerprint(rows),
            "task": task.model_dump(mode="json", exclude={"kd", "primary_metric", "columns"})}
 
     def build(tmp: Path) -> dict:
