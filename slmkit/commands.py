@@ -53,7 +53,7 @@ def _quiet_libraries(level: int) -> None:
     import logging
 
     # onnxruntime's quantizer configures INFO logging for the whole process when imported
-    for name in ("gguf", "onnxruntime", "torchao", "datasets"):
+    for name in ("gguf", "onnxruntime", "torchao", "datasets", "neural_compressor"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
