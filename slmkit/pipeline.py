@@ -145,15 +145,8 @@ def _artifact_path(path: Path, what: str) -> Path:
 
 def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path, store: Store, done: dict,
               opts: RunOptions, reporter: Reporter, procs: Processes | None = None) -> StageResult:
-    from slmkit.data import fingerprint
-
-    base_dir = opts.recipe_path.parent if opts.recipe_path else Path.cwd()
     extras = {"artifacts": _earlier_artifacts(recipe, stage, store, done)} if stage.kind == "benchmark" else {}
-    key = hash_json({
-        "stage": stage_config_dump(stage), "input": artifact_hash(input_path), "teacher": artifact_hash(teacher),
-        "data": fingerprint(recipe, base_dir), "seed": recipe.seed, "task": recipe.task_json(), "slmkit": __version__,
-        "others": [a["manifest"].get("content_hash") for a in extras.get("artifacts", [])],
-    })
+    key = stage_key(recipe, stage, input_path, teacher, extras, opts)
     if not opts.force and (found := store.find_cached(stage.name, key)):
         reporter.info(f"[{stage.name}] cached: reusing {found} (same config and inputs; --force to rebuild)")
         return StageResult(stage.name, stage.kind, found, True, read_manifest(found))
@@ -164,6 +157,19 @@ def run_stage(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path,
     result = _execute_stage(recipe, stage, input_path, teacher, store, key, extras, opts, reporter, procs)
     procs.barrier()
     return result if procs.main else _follow(store, stage, key)
+
+
+def stage_key(recipe: Recipe, stage: StageSpec, input_path: Path, teacher: Path, extras: dict,
+              opts: RunOptions) -> str:
+    """The cache key: resolved config, input and teacher content, data, seed, task, slmkit version."""
+    from slmkit.data import fingerprint
+
+    base_dir = opts.recipe_path.parent if opts.recipe_path else Path.cwd()
+    return hash_json({
+        "stage": stage_config_dump(stage), "input": artifact_hash(input_path), "teacher": artifact_hash(teacher),
+        "data": fingerprint(recipe, base_dir), "seed": recipe.seed, "task": recipe.task_json(), "slmkit": __version__,
+        "others": [a["manifest"].get("content_hash") for a in extras.get("artifacts", [])],
+    })
 
 
 def _follow(store: Store, stage: StageSpec, key: str) -> StageResult:
@@ -334,16 +340,18 @@ def _seed(seed: int) -> None:
 
 
 def plan_recipe(recipe: Recipe, opts: RunOptions) -> list[dict]:
-    """Stages, inputs, outputs (cached or new version), estimated parameters and memory."""
+    """Stages, inputs, outputs (the cached version that would be reused, or the new one), sizes."""
     from slmkit.models import config_params, load_config
 
     store = store_for(recipe, opts)
     config = load_config(recipe.teacher.model)
     teacher_params = config_params(config)
     bytes_per = 2 if recipe.teacher.dtype in ("bfloat16", "float16") else 4
+    teacher = store.find_cached("source", source_key(recipe.teacher.model, recipe.teacher.dtype))
     rows = [{"stage": "source", "kind": "source", "input": recipe.teacher.model,
-             "output": _next_version(store, "source"), "params": teacher_params,
+             "output": _planned_output(store, "source", teacher), "params": teacher_params,
              "memory_gb": round(teacher_params * bytes_per / 2**30, 2), "notes": "teacher in HF format"}]
+    cached = _plan_cache(recipe, store, teacher, opts)
     params, names = teacher_params, [s.name for s in recipe.stages]
     for i, stage in enumerate(recipe.stages):
         if opts.only_kind not in (None, stage.kind):
@@ -357,12 +365,39 @@ def plan_recipe(recipe: Recipe, opts: RunOptions) -> list[dict]:
         memory = params * 4 if stage.kind != "distill" else teacher_params * bytes_per + params * 16
         rows.append({"stage": stage.name, "kind": stage.kind,
                      "input": stage.input or (names[i - 1] if i else ("student" if recipe.student else "source")),
-                     "output": _next_version(store, stage.name), "params": params,
+                     "output": _planned_output(store, stage.name, cached.get(stage.name)), "params": params,
                      "memory_gb": round(memory / 2**30, 2), "notes": notes})
     return rows
 
 
-def _next_version(store: Store, stage: str) -> str:
+def _plan_cache(recipe: Recipe, store: Store, teacher: Path | None, opts: RunOptions) -> dict[str, Path]:
+    """Stages a run would reuse: those whose inputs are all cached and whose own key is committed."""
+    if teacher is None or recipe.student is not None or opts.force:
+        return {}  # the teacher (or a student) is converted first, so everything after it is new
+    sources, done, reused = {"teacher": teacher, "student": teacher}, {}, {}
+    for stage in recipe.stages:
+        if opts.only_kind not in (None, stage.kind):
+            continue
+        try:
+            input_path = resolve_input(recipe, stage, store, done, sources, opts)
+        except InputError:
+            break
+        index = recipe.stages.index(stage)
+        ref = stage.input if stage.input is not None else (recipe.stages[index - 1].name if index else None)
+        if ref in {s.name for s in recipe.stages} and ref not in reused and opts.only_kind is None:
+            break  # its input is rebuilt in this run
+        extras = {"artifacts": _earlier_artifacts(recipe, stage, store, done)} if stage.kind == "benchmark" else {}
+        found = store.find_cached(stage.name, stage_key(recipe, stage, input_path, teacher, extras, opts))
+        if found is None:
+            break
+        reused[stage.name] = found
+        done[stage.name] = StageResult(stage.name, stage.kind, found, True, read_manifest(found))
+    return reused
+
+
+def _planned_output(store: Store, stage: str, cached: Path | None) -> str:
+    if cached is not None:
+        return f"reuse {cached}"
     latest = store.latest(stage)
     n = int(latest.name[1:]) + 1 if latest else 1
-    return f"{store.root / stage}/v{n} (or a cached version)"
+    return f"new {store.root / stage}/v{n}"

@@ -59,6 +59,7 @@ def test_dry_run_plans_without_writing(tmp_path, tiny_llama_dir):
     plan = json.loads(res.stdout)["plan"]
     assert [r["stage"] for r in plan] == ["source", "prune"]
     assert plan[1]["params"] < plan[0]["params"]
+    assert plan[1]["output"] == f"new {tmp_path / 'runs/tiny/prune'}/v1"
     assert not (tmp_path / "runs").exists()
 
 
@@ -68,6 +69,8 @@ def test_run_cache_force_runs_show(tmp_path, tiny_llama_dir):
     assert first.exit_code == 0, first.output
     stages = json.loads(first.stdout)["stages"]
     assert stages[0]["cached"] is False and stages[0]["path"].endswith("prune/v1")
+    planned = json.loads(runner.invoke(app, ["run", str(path), "--dry-run", "--json"]).stdout)["plan"]
+    assert [r["output"].split()[0] for r in planned] == ["reuse", "reuse"]  # the dry run sees the cache hits
     second = runner.invoke(app, ["run", str(path), "--json"])
     assert json.loads(second.stdout)["stages"][0]["cached"] is True
     forced = runner.invoke(app, ["prune", str(path), "--force", "--json"])
