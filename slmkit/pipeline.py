@@ -69,9 +69,11 @@ class Processes:
         self.rank = int(os.environ.get("RANK", "0"))
         self._state = None
         if self.world > 1:
+            import torch
             from accelerate import PartialState
 
-            self._state = PartialState()
+            # on CPU, Accelerate forms the (gloo) process group only when asked for cpu explicitly
+            self._state = PartialState(cpu=not torch.cuda.is_available())
 
     @property
     def main(self) -> bool:
