@@ -140,3 +140,19 @@ def test_installed_entry_point_subprocess(tmp_path, tiny_llama_dir):
 def test_python_dash_m(module, tmp_path):
     res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "distill" in res.stdout
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_write_one_artifact_each(tmp_path, tiny_llama_dir):
+    """Under `accelerate launch`, rank 0 converts and commits; the other rank trains and follows."""
+    exe = Path(sys.executable).parent / "accelerate"
+    path = recipe_file(tmp_path, tiny_llama_dir, "  - distill: {max_steps: 2, batch_size: 2, eval_every: 2, "
+                                                 "eval_examples: 2, checkpoint_every: 2, precision: fp32}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([str(exe), "launch", "--num_processes", "2", "--cpu", "-m", "slmkit", "run", str(path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = tmp_path / "runs" / "tiny"
+    for stage in ("source", "prune", "distill"):
+        assert sorted(p.name for p in (runs / stage).iterdir()) == ["v1"], stage
+    assert not list((runs / ".tmp").iterdir())
