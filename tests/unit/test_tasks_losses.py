@@ -53,7 +53,9 @@ def test_bce_matches_reference_and_has_kl_gradient():
 
 
 def test_listwise_kl_matches_per_group_reference():
-    s, t = torch.randn(7, 1), torch.randn(7, 2)
+    # seeded: with unlucky draws a tiny KL made the float32 relative comparison flaky
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(7, 1, generator=g), torch.randn(7, 2, generator=g)
     groups = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # groups 2 and 3 have one row: skipped
     got = L.listwise_kl_loss(s, t, groups, 1.0)
     ref = 0.0
