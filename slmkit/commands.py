@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 from slmkit.artifacts import MANIFEST, dir_size, lineage, read_manifest
@@ -129,8 +128,9 @@ def show_artifact(path: Path, *, as_json: bool) -> str:
 def write_starter(path: Path, *, force: bool) -> None:
     if path.exists() and not force:
         raise InputError(f"{path} exists; pass --force to overwrite it")
-    source = Path(__file__).parent / "data_files" / "starter.yaml"
-    shutil.copyfile(source, path)
+    text = (Path(__file__).parent / "data_files" / "starter.yaml").read_text()
+    # the first line names the command that runs the recipe: point it at the file just written
+    path.write_text(text.replace("slmkit run recipes/quickstart.yaml", f"slmkit run {path}", 1))
 
 
 def rerender_report(path: Path) -> Path:

@@ -116,6 +116,7 @@ def test_init_writes_a_valid_starter(tmp_path):
     target = tmp_path / "mine.yaml"
     assert runner.invoke(app, ["init", str(target)]).exit_code == 0
     assert runner.invoke(app, ["validate", str(target)]).exit_code == 0
+    assert target.read_text().startswith(f"# slmkit run {target}")
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 2 and "exists" in again.output
 
