@@ -213,6 +213,8 @@ def _pack_text(rows, field: str, tokenizer, block: int, where: str) -> list[Exam
 
 def fingerprint(recipe, base_dir: Path) -> str:
     """A hash of every data spec and the bytes of its local files: part of each stage's cache key."""
+    from slmkit.artifacts import sha256_file
+
     h = hashlib.sha256()
     for split in ("train", "eval", "calibration"):
         spec = getattr(recipe.data, split)
@@ -222,7 +224,7 @@ def fingerprint(recipe, base_dir: Path) -> str:
         if spec.path is not None:
             try:
                 for f in data_files(spec, base_dir):
-                    h.update(hashlib.sha256(f.read_bytes()).digest())
+                    h.update(sha256_file(f).encode())
             except InputError:
                 pass  # reported by validation; nothing to hash
     return h.hexdigest()[:16]

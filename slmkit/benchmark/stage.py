@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from slmkit.artifacts import artifact_hash
 from slmkit.benchmark import gates as gates_mod
 from slmkit.benchmark.backends import (
     FORMAT_BACKENDS,
@@ -254,23 +255,11 @@ def generate_responses(lm, prompts: list[list[int]], ev: EvalSet) -> list[list[i
 # ---------------------------------------------------------------- the stage
 
 
-def _weights_hash(model_dir: Path) -> str:
-    """The teacher's identity for the response cache: its manifest if it is an artifact, else its weights."""
-    h = hashlib.sha256()
-    manifest = Path(model_dir) / "manifest.json"
-    files = [manifest] if manifest.is_file() else sorted(Path(model_dir).glob("*.safetensors"))
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def _cached_responses(ctx, cfg, examples: list) -> Callable:
     """Teacher responses through ctx.dataset_artifact: generated once per (teacher, prompts, length)."""
     prompts = [e.prompt_ids for e in examples]
     key = {
-        "teacher": _weights_hash(ctx.teacher_dir),
+        "teacher": artifact_hash(ctx.teacher_dir),
         "max_new_tokens": cfg.max_new_tokens,
         "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
     }
