@@ -73,3 +73,57 @@ def hardware_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "libraries": library_versions(),
     }
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024  # both thresholds start at 128 KiB
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest value glibc accepts on 64-bit
+
+
+def _libc():
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018  (musl has no mallopt)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+class training_allocator:
+    """Keep freed CPU memory in the heap while a training loop runs (glibc only).
+
+    A CPU training step allocates and frees the same few gigabytes of activations every step.
+    With glibc's defaults, blocks above a threshold come from fresh ``mmap`` pages and freed
+    heap tops go back to the kernel, so every step pays a page fault per 4 KiB touched: for a
+    135M-parameter student that was ~700k faults and ~30% of the step in the kernel. Raising
+    the mmap threshold to its maximum (32 MiB) and the trim threshold out of reach makes the
+    step reuse its own memory. Peak memory is unchanged (the same blocks are reused); memory
+    stays reserved until the context exits, when the defaults come back and the heap is
+    trimmed. ``SLMKIT_MALLOC_TUNING=0`` turns it off. A no-op off Linux/glibc.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and os.environ.get("SLMKIT_MALLOC_TUNING", "1") != "0"
+        self.active = False
+
+    def __enter__(self):
+        libc = _libc() if self.enabled else None
+        if libc is not None:
+            ok = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+            self.active = bool(ok)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            libc = _libc()
+            libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+            libc.malloc_trim(0)
+            self.active = False
+        return False

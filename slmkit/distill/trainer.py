@@ -26,6 +26,7 @@ from slmkit.data import Example, collate
 from slmkit.distill import losses as L
 from slmkit.distill.config import DistillConfig
 from slmkit.errors import SlmkitError
+from slmkit.machine import training_allocator
 
 # --- pure helpers ---------------------------------------------------------------------------
 
@@ -447,7 +448,9 @@ def train(job: DistillJob, accelerator=None) -> TrainResult:
         job.reporter.info(f"distill: resuming from the checkpoint at step {start}")
     final: dict[str, float] = {}
     t0, tokens = time.perf_counter(), 0.0
-    with _progress(job.reporter, cfg.max_steps - start, start) as bar:
+    # on CPU, reuse freed activation memory instead of faulting in fresh pages every step
+    with training_allocator(enabled=run.acc.device.type == "cpu"), \
+            _progress(job.reporter, cfg.max_steps - start, start) as bar:
         for step in range(start, cfg.max_steps):
             m = train_step(run, step)
             tokens += m["tokens"]
