@@ -243,22 +243,28 @@ def _chunk_grad_autograd(z_s, teacher_chunk, targets, spec: LossSpec):
 def forward_kl_chunk(z_s, z_t, targets, temperature: float, scale: float, kd_weight: float, ce_weight: float):
     """The closed form of :func:`_chunk_grad_forward_kl` without in-place ops, for torch.compile.
 
-    Compiled, the fp32 softmaxes, the KL, the CE and the gradient fuse into a few passes over
-    each row of bf16 logits with no [chunk, vocab] fp32 temporaries: eager runs about fifteen
-    full passes, which at a 50k vocabulary cost more than the lm_head matmuls (issue 3).
+    Written so that inductor needs three passes over each row of bf16 logits and no [chunk,
+    vocab] fp32 temporaries (eager runs about fifteen full passes, which at a 50k vocabulary
+    cost more than the lm_head matmuls, issue 3): the row maxima; then, in one pass, both
+    softmax normalisers and E_p[z_t - z_s], using KL(p || q) = E_p[z_t - z_s] / T - lse_t + lse_s
+    (so the KL needs no pass of its own); then the gradient.
     Returns (kd, ce, d(loss)/d(z_s) in z_s's dtype).
     """
     z, zt = _f32(z_s), _f32(z_t)
-    log_q = F.log_softmax(z / temperature, -1)
-    log_p = F.log_softmax(zt / temperature, -1)
-    p = log_p.exp()
-    kd = (p * (log_p - log_q)).sum(-1) * scale
-    log_q1 = log_q if temperature == 1.0 else F.log_softmax(z, -1)
-    ce = -log_q1.gather(-1, targets[:, None]).squeeze(-1)
-    grad = (kd_weight * scale / temperature) * (log_q.exp() - p)
+    inv = 1.0 / temperature
+    m_s, m_t = z.amax(-1, keepdim=True), zt.amax(-1, keepdim=True)
+    e_t = torch.exp((zt - m_t) * inv)
+    s_t = e_t.sum(-1, keepdim=True)
+    gap = (e_t * (zt - z)).sum(-1, keepdim=True) * inv  # s_t * E_p[z_t - z_s] / T
+    lse_t = m_t * inv + torch.log(s_t)
+    lse_s = m_s * inv + torch.log(torch.exp((z - m_s) * inv).sum(-1, keepdim=True))
+    kd = (gap / s_t - lse_t + lse_s).squeeze(-1) * scale
+    lse1 = lse_s if temperature == 1.0 else m_s + torch.log(torch.exp(z - m_s).sum(-1, keepdim=True))
+    ce = (lse1 - z.gather(-1, targets[:, None])).squeeze(-1)
+    grad = (kd_weight * scale * inv) * (torch.exp(z * inv - lse_s) - torch.exp(zt * inv - lse_t))
     if ce_weight:
         onehot = torch.arange(z.shape[-1], device=z.device) == targets[:, None]
-        grad = grad + ce_weight * (log_q1.exp() - onehot.to(grad.dtype))
+        grad = grad + ce_weight * (torch.exp(z - lse1) - onehot.to(grad.dtype))
     return kd, ce, grad.to(z_s.dtype)
 
 
@@ -295,7 +301,7 @@ def _chunk_step(h, w_c, b_c, teacher, targets, sl, spec, dtype, compiled: bool, 
     if z_t is None:
         kd = torch.zeros_like(ce)
     grad_z = grad_z.to(dtype)
-    return kd, ce, grad_z, grad_z @ w_c, grad_z.T @ h[sl].to(dtype)
+    return kd, ce, grad_z, grad_z @ w_c
 
 
 class _ChunkedHeadLoss(torch.autograd.Function):
@@ -310,18 +316,22 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         kd_sum = ce_sum = torch.zeros((), dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
         for start in range(0, h.shape[0], chunk_size):
             sl = slice(start, start + chunk_size)
-            kd, ce, grad_z, gh, gw = _chunk_step(h, w_c, b_c, teacher, targets, sl, spec, dtype, compiled, chunk_size)
+            kd, ce, grad_z, gh = _chunk_step(h, w_c, b_c, teacher, targets, sl, spec, dtype, compiled, chunk_size)
             kd_sum, ce_sum = kd_sum + kd.sum(), ce_sum + ce.sum()
             grad_h[sl] = gh.to(h.dtype)
-            # the first chunk's gradient becomes the buffer; later ones add in place, upcasting
-            # on the fly (no zero fill, no fp32 temporary of the [vocab, hidden] gradient)
-            grad_w = gw.to(acc) if grad_w is None else grad_w.add_(gw)
+            # the [vocab, hidden] gradient accumulates inside the matmul (beta=1), in the compute
+            # dtype: a separate per-chunk product plus an upcasting add cost ~4x the matmul at a
+            # 50k vocabulary. Under bf16 each chunk's sum is rounded to bf16 (the same rounding
+            # autocast applies to every other layer's weight gradient); fp32 stays exact.
+            h_c = h[sl].to(dtype)
+            grad_w = grad_z.T @ h_c if grad_w is None else grad_w.addmm_(grad_z.T, h_c)
             if bias is not None:
                 gb = grad_z.to(acc).sum(0)
                 grad_b = gb if grad_b is None else grad_b.add_(gb)
         if grad_w is None:  # no selected tokens
             grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
             grad_b = None if bias is None else torch.zeros(bias.shape, dtype=acc, device=bias.device)
+        grad_w = grad_w.to(acc)  # the weight's own (fp32) dtype, as autograd accumulates it
         stats["kd_sum"], stats["ce_sum"], stats["tokens"] = kd_sum, ce_sum, h.shape[0]
         ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else torch.empty(0))
         ctx.has_bias = bias is not None
