@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from slmkit.data import Example
 from slmkit.distill.config import DistillConfig
 from slmkit.distill.trainer import DistillJob, _setup, train_step
+from slmkit.machine import training_allocator
 
 BATCH, SEQ = 8, 256
 
@@ -129,6 +130,11 @@ def naive_side(cfg, state, exs, steps, precision):
 
 
 def slmkit_side(cfg, state, exs, steps, precision, work):
+    with training_allocator():  # as trainer.train() runs its loop
+        return _slmkit_side(cfg, state, exs, steps, precision, work)
+
+
+def _slmkit_side(cfg, state, exs, steps, precision, work):
     teacher, student = build(cfg, state, 1), build(cfg, state, 2)
     dc = DistillConfig(max_steps=steps + 1, batch_size=BATCH, precision=precision, max_length=SEQ,
                        eval_every=10**6, checkpoint_every=10**6, optimizer={"lr": 1e-5})
@@ -148,6 +154,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side (after one warmup step)")
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--tune-naive", action="store_true",
+                    help="give the naive step slmkit's allocator settings too (isolates the step's own work)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg, state = load_teacher()
@@ -155,8 +163,13 @@ def main():
     tokens = BATCH * (SEQ - 1)
     res = {}
     with tempfile.TemporaryDirectory() as work:
-        for name, fn in [("slmkit", lambda: slmkit_side(cfg, state, exs, args.steps, args.precision, Path(work))),
-                         ("naive", lambda: naive_side(cfg, state, exs, args.steps, args.precision))]:
+        def naive():
+            with training_allocator(enabled=args.tune_naive):
+                return naive_side(cfg, state, exs, args.steps, args.precision)
+
+        # the naive side runs first, under the C library's default allocator settings
+        for name, fn in [("naive", naive),
+                         ("slmkit", lambda: slmkit_side(cfg, state, exs, args.steps, args.precision, Path(work)))]:
             with PeakRSS() as mem:
                 loss, times = fn()
             sec = sorted(times)[len(times) // 2]
@@ -165,7 +178,8 @@ def main():
             gc.collect()
     s, n = res["slmkit"], res["naive"]
     out = {
-        "precision": args.precision, "batch": BATCH, "seq": SEQ, "steps": args.steps,
+        "precision": args.precision, "naive_allocator": "tuned" if args.tune_naive else "default",
+        "batch": BATCH, "seq": SEQ, "steps": args.steps,
         "slmkit_tokens_per_s": round(s["tokens_per_s"], 1), "naive_tokens_per_s": round(n["tokens_per_s"], 1),
         "slmkit_peak_mb": round(s["peak_mb"]), "naive_peak_mb": round(n["peak_mb"]),
         "speedup": round(s["tokens_per_s"] / n["tokens_per_s"], 3),
