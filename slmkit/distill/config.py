@@ -131,6 +131,14 @@ class DistillConfig(StrictModel):
         "bf16", description="bf16: autocast matmuls (AMX on CPU) with fp32 master weights; fp32: everything fp32."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    compile_layers: bool | Literal["auto"] = Field(
+        "auto",
+        description="Compile each decoder layer of the student and the teacher with torch.compile (regional: "
+        "one graph serves every layer), fusing the norm, rotary and activation work around the matmuls "
+        "(~15% of a CPU step). auto: on for single-process CPU runs with a vocabulary of at least 16k "
+        "tokens and a C++ compiler, and off with gradient checkpointing or on-policy sampling; the "
+        "first step pays the compilation (seconds to a minute; cached on disk for later runs).",
+    )
     eval_every: int = Field(50, ge=1, description="Evaluate on held-out data every N steps (and at the end).")
     eval_examples: int = Field(64, ge=1, description="Held-out examples used per evaluation.")
     checkpoint_every: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")

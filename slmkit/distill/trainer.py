@@ -81,6 +81,40 @@ def use_compile(setting: bool | str, vocab: int, device: torch.device) -> bool:
     return device.type == "cpu" and any(shutil.which(c) for c in ("g++", "clang++", "c++"))
 
 
+def use_layer_compile(cfg: DistillConfig, vocab: int, device: torch.device, processes: int) -> bool:
+    """Resolve ``compile_layers``: auto compiles where it is known to pay off and to be safe."""
+    if cfg.compile_layers != "auto":
+        return bool(cfg.compile_layers)
+    if device.type != "cpu" or processes > 1 or cfg.gradient_checkpointing or cfg.on_policy.fraction > 0:
+        return False  # untested under FSDP/DDP here; checkpointed layers and KV-cache decoding recompile
+    return use_compile("auto", vocab, device)
+
+
+def compile_decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """``Module.compile`` every decoder layer (the classes named in ``_no_split_modules``).
+
+    The layers share their code, so one compiled graph serves them all (parameters are graph
+    inputs); shapes start static and become dynamic after the first new sequence length. The
+    state dict keys do not change, so saving works as before. Returns the layers compiled.
+
+    ``emulate_precision_casts``: the fused kernels round to bf16 wherever eager autocast does.
+    Without it inductor keeps fused intermediates (SiLU * up, the norms) in fp32, which moved
+    the first distillation loss of a 15-layer student by 1.4e-3 relative; with it the compiled
+    step stays within 3e-5 of the eager one at the same speed.
+    """
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    for m in layers:
+        m.compile(options={"emulate_precision_casts": True})
+    return layers
+
+
+def uncompile(layers: list[nn.Module]) -> None:
+    """Back to eager (``Module.compile`` keeps the compiled call beside the module's own)."""
+    for m in layers:
+        m._compiled_call_impl = None
+
+
 def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -250,6 +284,7 @@ class _Run:
     layers: list[int]
     history: Path
     compile: bool = False
+    compiled_layers: list = field(default_factory=list)  # decoder layers running compiled
 
 
 def _setup(job: DistillJob, accelerator) -> _Run:
@@ -294,8 +329,12 @@ def _setup(job: DistillJob, accelerator) -> _Run:
     layers = [] if layer_map is None else [layer_map[k] for k in sorted(layer_map)]
     job.work_dir.mkdir(parents=True, exist_ok=True)
     compile = use_compile(cfg.loss.compile, job.vocab, acc.device)
+    compiled = []
+    if use_layer_compile(cfg, job.vocab, acc.device, acc.num_processes):
+        for model in (job.student, job.teacher):
+            compiled += compile_decoder_layers(model) if model is not None else []
     return _Run(job, acc, module, optimizer, sched, cfg.loss.spec(), dtype, layers, job.work_dir / "metrics.jsonl",
-                compile)
+                compile, compiled)
 
 
 def _is_on_policy(cfg: DistillConfig, seed: int, step: int) -> bool:
@@ -442,7 +481,14 @@ def _resume(run: _Run) -> int:
 def train(job: DistillJob, accelerator=None) -> TrainResult:
     """Train ``job.student`` to imitate the teacher; resumes from the last checkpoint in work_dir."""
     run = _setup(job, accelerator)
-    cfg = job.cfg
+    try:
+        return _train(run)
+    finally:
+        uncompile(run.compiled_layers)  # later users of these models (generation, export) run eager
+
+
+def _train(run: _Run) -> TrainResult:
+    job, cfg = run.job, run.job.cfg
     start = _resume(run)
     if start and job.reporter is not None:
         job.reporter.info(f"distill: resuming from the checkpoint at step {start}")
