@@ -295,13 +295,24 @@ def ensure_source(store: Store, name: str, ref: str, dtype: str, recipe: Recipe,
     return path
 
 
+def _student_init(recipe: Recipe) -> dict:
+    return recipe.student.init.model_dump(mode="json", by_alias=True)
+
+
+def student_source_key(recipe: Recipe, teacher: Path) -> str:
+    """The cache key of the `student` artifact :func:`ensure_student` builds (the plan needs it too)."""
+    student = recipe.student
+    if student.model is not None:
+        return source_key(student.model, student.dtype)
+    return source_key(str(teacher), student.dtype, _student_init(recipe))
+
+
 def ensure_student(store: Store, recipe: Recipe, teacher: Path, reporter: Reporter) -> Path:
     student = recipe.student
     if student.model is not None:
         return ensure_source(store, "student", student.model, student.dtype, recipe, reporter)
-    init = student.init.model_dump(mode="json", by_alias=True)
     return ensure_source(store, "student", str(teacher), student.dtype, recipe, reporter,
-                         build=lambda: init_student(teacher, student.init, student.dtype), extra=init)
+                         build=lambda: init_student(teacher, student.init, student.dtype), extra=_student_init(recipe))
 
 
 def init_student(teacher: Path, init, dtype: str):
@@ -374,9 +385,14 @@ def plan_recipe(recipe: Recipe, opts: RunOptions) -> list[dict]:
 
 def _plan_cache(recipe: Recipe, store: Store, teacher: Path | None, opts: RunOptions) -> dict[str, Path]:
     """Stages a run would reuse: those whose inputs are all cached and whose own key is committed."""
-    if teacher is None or recipe.student is not None or opts.force:
-        return {}  # the teacher (or a student) is converted first, so everything after it is new
-    sources, done, reused = {"teacher": teacher, "student": teacher}, {}, {}
+    if teacher is None or opts.force:
+        return {}  # the teacher is converted first, so everything after it is new
+    student = teacher
+    if recipe.student is not None:
+        student = store.find_cached("student", student_source_key(recipe, teacher))
+        if student is None:
+            return {}  # the student is built first, so everything after it is new
+    sources, done, reused = {"teacher": teacher, "student": student}, {}, {}
     for stage in recipe.stages:
         if opts.only_kind not in (None, stage.kind):
             continue

@@ -92,6 +92,22 @@ def test_run_cache_force_runs_show(tmp_path, tiny_llama_dir):
     assert "history: the recipe that made the input tiny/source/v1" in (tmp_path / "runs/tiny/prune/v3/recipe.yaml").read_text()
 
 
+def test_dry_run_sees_cache_hits_of_a_recipe_with_a_student(tmp_path, tiny_llama_dir):
+    path = recipe_file(tmp_path, tiny_llama_dir)
+    path.write_text(path.read_text().replace(
+        "stages:\n", "student: {init: {from: teacher, keep_layers: [0, 1, 2]}}\nstages:\n"))
+    before = json.loads(runner.invoke(app, ["run", str(path), "--dry-run", "--json"]).stdout)["plan"]
+    assert before[1]["input"] == "student" and before[1]["output"].startswith("new ")
+    first = runner.invoke(app, ["run", str(path), "--json"])
+    assert first.exit_code == 0, first.output
+    planned = json.loads(runner.invoke(app, ["run", str(path), "--dry-run", "--json"]).stdout)["plan"]
+    assert [r["output"].split()[0] for r in planned] == ["reuse", "reuse"]
+    assert planned[1]["output"] == f"reuse {json.loads(first.stdout)['stages'][0]['path']}"
+    # another student is another student artifact: what follows it is new again
+    other = runner.invoke(app, ["run", str(path), "--dry-run", "--json", "--set", "student.init.keep_layers=[0,1]"])
+    assert json.loads(other.stdout)["plan"][1]["output"].startswith("new ")
+
+
 def test_stage_command_without_that_stage_is_usage_error(tmp_path, tiny_llama_dir):
     path = recipe_file(tmp_path, tiny_llama_dir)
     res = runner.invoke(app, ["distill", str(path)])
