@@ -1,4 +1,9 @@
-"""Token-level perplexity on eval data, before and after pruning (prune's own, kept private)."""
+"""Token-level perplexity on eval data, before and after pruning.
+
+The same definition as the benchmark's ``perplexity`` metric (``sequence_nll``: logits at t
+predict token t + 1, only loss-mask tokens count), so the figure a prune stage records and the
+one a benchmark reports for the same model and data agree.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import math
 
 import torch
 
+from slmkit.benchmark.quality import sequence_nll
 from slmkit.data import Example, collate
 
 
@@ -15,18 +21,15 @@ def perplexity(model, examples: list[Example], pad_id: int, batch_size: int) -> 
     nll, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start : start + batch_size], pad_id)
+            exs = examples[start : start + batch_size]
+            batch = collate(exs, pad_id)
             logits = model(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 use_cache=False,
-            ).logits.float()
-            # token t is predicted from the logits at t - 1
-            targets = batch["input_ids"][:, 1:].to(device)
-            mask = batch["loss_mask"][:, 1:].to(device).bool()
-            losses = torch.nn.functional.cross_entropy(
-                logits[:, :-1].transpose(1, 2), targets, reduction="none"
-            )
-            nll += float(losses[mask].sum())
-            count += int(mask.sum())
+            ).logits.float().cpu()
+            for i, ex in enumerate(exs):  # right-padded: row i's own tokens are its first len(ex)
+                n = len(ex.input_ids)
+                s, c = sequence_nll(logits[i, :n], batch["input_ids"][i, :n], batch["loss_mask"][i, :n])
+                nll, count = nll + s, count + c
     return math.exp(nll / count) if count else None
