@@ -67,12 +67,14 @@ def cached_teacher_logits(ctx: StageContext, task: TaskConfig, rows: Sequence[Sc
     """Teacher label logits of ``rows``, computed once per (teacher, prompt, rows) and reused."""
     from slmkit.artifacts import artifact_hash
 
-    key = {"teacher": artifact_hash(ctx.teacher_dir), "rows": rows_fingerprint(rows),
+    dtype = ctx.recipe.teacher.dtype  # the teacher runs in its recipe precision, on the recipe's device
+    key = {"teacher": artifact_hash(ctx.teacher_dir), "rows": rows_fingerprint(rows), "dtype": dtype,
            "task": task.model_dump(mode="json", exclude={"kd", "primary_metric", "columns"})}
 
     def build(tmp: Path) -> dict:
-        scorer = load_scorer(ctx.teacher_dir, task)
-        ctx.reporter.info(f"scoring {len(rows)} rows with the teacher ({scorer.kind})")
+        scorer = load_scorer(ctx.teacher_dir, task, dtype)
+        scorer.model.to(ctx.device)
+        ctx.reporter.info(f"scoring {len(rows)} rows with the teacher ({scorer.kind}, {dtype}, {ctx.device.type})")
         return write_teacher_cache(tmp, teacher_logits(scorer, rows, batch_size), rows)
 
     return read_teacher_cache(ctx.dataset_artifact("teacher_scores", key, build), rows)
@@ -85,10 +87,11 @@ def run_score_distill(ctx: StageContext, task: TaskConfig, cfg: ScoreDistillConf
 
     rows = task_rows(train, task) if isinstance(train, (str, Path)) else list(train)
     teacher = cached_teacher_logits(ctx, task, rows, cfg.teacher_batch_size)
-    student = load_scorer(ctx.input_dir, task)
+    student = load_scorer(ctx.input_dir, task)  # fp32 master weights; `bf16: true` autocasts the compute
+    student.model.to(ctx.device)
     metrics = distill_scorer(student, rows, teacher, task, cfg, seed=ctx.recipe.seed, work_dir=ctx.work_dir,
                              reporter=ctx.reporter)
-    save_model(student.model, student.tokenizer, ctx.out_dir)
+    save_model(student.model.to("cpu"), student.tokenizer, ctx.out_dir)
     return StageOutput(metrics=metrics, details={"scorer": student.kind, "train_rows": len(rows),
                                                  "kd": task.kd.model_dump(mode="json")})
 

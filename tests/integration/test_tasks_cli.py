@@ -160,3 +160,33 @@ def test_task_and_method_mismatch_is_a_validation_error(tmp_path, tiny_llama_dir
     gen.write_text(path.read_text().split("task:")[0] + "stages:\n  - distill: {method: score_kd}\n")
     res = runner.invoke(app, ["validate", str(gen)])
     assert res.exit_code == 2 and "task is generation" in res.output
+
+
+def test_score_distill_runs_the_teacher_in_its_recipe_dtype_and_keys_the_cache_by_it(
+        tmp_path, tiny_llama_dir, encoder_dir, monkeypatch):
+    import torch
+
+    import slmkit.tasks.stage as stage
+
+    loaded = []  # the real scorers the stage builds (a spy, not a stand-in)
+
+    def spy(model_dir, task, dtype="float32"):
+        scorer = real(model_dir, task, dtype)
+        loaded.append(scorer)
+        return scorer
+
+    real = stage.load_scorer
+    monkeypatch.setattr(stage, "load_scorer", spy)
+    stages = "  - distill: {method: score_kd, max_steps: 1, batch_size: 8, warmup_steps: 0, teacher_batch_size: 8}\n"
+    path = recipe(tmp_path, tiny_llama_dir, encoder_dir, train=ranking_rows(2), evals=ranking_rows(2), stages=stages)
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    teacher, student = loaded
+    assert next(teacher.model.parameters()).dtype == torch.float32
+    assert next(student.model.parameters()).dtype == torch.float32  # fp32 master weights
+    assert next(student.model.parameters()).device.type == "cpu"  # moved back for saving
+    path.write_text(path.read_text().replace(f"teacher: {{model: {tiny_llama_dir}}}",
+                                             f"teacher: {{model: {tiny_llama_dir}, dtype: bfloat16}}"))
+    res = runner.invoke(app, ["run", str(path)])
+    assert res.exit_code == 0, res.output
+    assert next(loaded[2].model.parameters()).dtype == torch.bfloat16  # the teacher scored in bf16
+    assert len(list((tmp_path / "runs" / "rank" / "teacher_scores").glob("v*"))) == 2
