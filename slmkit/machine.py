@@ -104,8 +104,10 @@ class training_allocator:
     135M-parameter student that was ~700k faults and ~30% of the step in the kernel. Raising
     the mmap threshold to its maximum (32 MiB) and the trim threshold out of reach makes the
     step reuse its own memory. Peak memory is unchanged (the same blocks are reused); memory
-    stays reserved until the context exits, when the defaults come back and the heap is
-    trimmed. ``SLMKIT_MALLOC_TUNING=0`` turns it off. A no-op off Linux/glibc.
+    stays reserved until the context exits, when glibc's starting thresholds (128 KiB) come
+    back and the heap is trimmed. glibc has no way to re-enable its dynamic threshold once
+    ``mallopt`` was called, so the rest of the process keeps fixed 128 KiB thresholds.
+    ``SLMKIT_MALLOC_TUNING=0`` turns it off. A no-op off Linux/glibc.
     """
 
     def __init__(self, enabled: bool = True):
