@@ -166,7 +166,7 @@ def test_score_distill_runs_the_teacher_in_its_recipe_dtype_and_keys_the_cache_b
         tmp_path, tiny_llama_dir, encoder_dir, monkeypatch):
     import torch
 
-    import slmkit.tasks.stage as stage
+    from slmkit.tasks import stage
 
     loaded = []  # the real scorers the stage builds (a spy, not a stand-in)
 
