@@ -53,7 +53,8 @@ def models(tmp_path):
 def context(tmp_path, teacher, student, stream) -> StageContext:
     store = Store(tmp_path / "runs" / "r")
     out = store.begin("distill")
-    return StageContext(recipe=SimpleNamespace(seed=0), stage=SimpleNamespace(name="distill"), out_dir=out,
+    recipe = SimpleNamespace(seed=0, teacher=SimpleNamespace(dtype="float32", device="cpu"))
+    return StageContext(recipe=recipe, stage=SimpleNamespace(name="distill"), out_dir=out,
                         input_dir=student, input_manifest=None, teacher_dir=teacher, run_dir=store.root,
                         reporter=Reporter(stream, rich=False), work_dir=store.work_dir("distill", "k"), store=store)
 
