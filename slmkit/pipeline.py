@@ -295,24 +295,25 @@ def ensure_source(store: Store, name: str, ref: str, dtype: str, recipe: Recipe,
     return path
 
 
-def _student_init(recipe: Recipe) -> dict:
-    return recipe.student.init.model_dump(mode="json", by_alias=True)
+def _student_source(recipe: Recipe, teacher: Path) -> tuple[str, dict | None]:
+    """(ref, extra) of the `student` artifact: its own model ref, or the teacher plus the init spec."""
+    student = recipe.student
+    if student.model is not None:
+        return student.model, None
+    return str(teacher), student.init.model_dump(mode="json", by_alias=True)
 
 
 def student_source_key(recipe: Recipe, teacher: Path) -> str:
     """The cache key of the `student` artifact :func:`ensure_student` builds (the plan needs it too)."""
-    student = recipe.student
-    if student.model is not None:
-        return source_key(student.model, student.dtype)
-    return source_key(str(teacher), student.dtype, _student_init(recipe))
+    ref, extra = _student_source(recipe, teacher)
+    return source_key(ref, recipe.student.dtype, extra)
 
 
 def ensure_student(store: Store, recipe: Recipe, teacher: Path, reporter: Reporter) -> Path:
     student = recipe.student
-    if student.model is not None:
-        return ensure_source(store, "student", student.model, student.dtype, recipe, reporter)
-    return ensure_source(store, "student", str(teacher), student.dtype, recipe, reporter,
-                         build=lambda: init_student(teacher, student.init, student.dtype), extra=_student_init(recipe))
+    ref, extra = _student_source(recipe, teacher)
+    build = None if extra is None else (lambda: init_student(teacher, student.init, student.dtype))
+    return ensure_source(store, "student", ref, student.dtype, recipe, reporter, build=build, extra=extra)
 
 
 def init_student(teacher: Path, init, dtype: str):
