@@ -1,4 +1,4 @@
-"""Model refs: local directories of several architectures, the built-in GGUF, saved files a 4.5x reader accepts."""
+"""Model refs: local directories of several architectures, the built-in GGUF, saved files with 4.x keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from slmkit.errors import InputError
-from slmkit.models import builtin_path, count_params, config_params, load_config, load_ref, resolve_ref
+from slmkit.models import builtin_path, config_params, count_params, load_config, load_ref, resolve_ref
 from tests.conftest import make_tiny_model
 
 
@@ -26,7 +26,8 @@ def test_local_dir_round_trip(tmp_path, smollm2_tokenizer_dir, arch):
     assert count_params(model) == config_params(model.config)
 
 
-def test_saved_files_are_readable_by_older_transformers(tiny_llama_dir):
+def test_saved_files_carry_the_keys_transformers_4_reads(tiny_llama_dir):
+    # loading them in transformers 4.57 itself: tests/integration/test_transformers_457.py (slow)
     tok_cfg = json.loads((tiny_llama_dir / "tokenizer_config.json").read_text())
     assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "chat_template" in tok_cfg
     cfg = json.loads((tiny_llama_dir / "config.json").read_text())
@@ -73,7 +74,7 @@ def test_gguf_file_ref_loads_and_matches(tmp_path, tiny_llama_dir):
     """A .gguf model ref (here an F32 file slmkit wrote) loads through transformers' GGUF loader."""
     from transformers import AutoModelForCausalLM
 
-    from slmkit.export.config import GgufOptions
+    from slmkit.quantize.config import GgufOptions
     from slmkit.quantize.gguf_writer import write_gguf
 
     path = tmp_path / "tiny.gguf"
