@@ -126,8 +126,7 @@ def main() -> None:
                 "stats_mb": round(stats_bytes(stats) / MB, 1),
                 "all_residual_states_fp32_mb": round(residual / MB),
                 "all_mlp_intermediates_fp32_mb": round(intermediate / MB),
-            },
-            indent=2,
+            }
         )
     )
 

@@ -89,8 +89,7 @@ def main() -> None:
                     k: round(sum(r[k] for r in rows) / len(rows), 5)
                     for k in ("activation", "activation_refit", "osscar")
                 },
-            },
-            indent=2,
+            }
         )
     )
 
