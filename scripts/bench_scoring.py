@@ -1,6 +1,6 @@
 """Prefix-shared vs independent scoring throughput on the embedded SmolLM2-135M-Instruct teacher.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py            # defaults of issue 8
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py            # the documented defaults
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_scoring.py --contexts 5 --dtype bfloat16 --threads 1
 
 Each context is exactly --context-tokens tokens (template head + real text + template tail) and

@@ -1,4 +1,4 @@
-"""Knowledge distillation: a student learns to imitate a teacher (issue 3).
+"""Knowledge distillation: a student learns to imitate a teacher.
 
 ``losses`` holds the pure tensor math, ``config`` the recipe schema, ``trainer`` the
 Accelerate training loop, ``teacher_cache`` the offline top-k cache, ``generate`` the

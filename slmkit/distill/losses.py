@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -245,7 +245,7 @@ def forward_kl_chunk(z_s, z_t, targets, temperature: float, scale: float, kd_wei
 
     Written so that inductor needs three passes over each row of bf16 logits and no [chunk,
     vocab] fp32 temporaries (eager runs about fifteen full passes, which at a 50k vocabulary
-    cost more than the lm_head matmuls, issue 3): the row maxima; then, in one pass, both
+    cost more than the lm_head matmuls): the row maxima; then, in one pass, both
     softmax normalisers and E_p[z_t - z_s], using KL(p || q) = E_p[z_t - z_s] / T - lse_t + lse_s
     (so the KL needs no pass of its own); then the gradient.
     Returns (kd, ce, d(loss)/d(z_s) in z_s's dtype).

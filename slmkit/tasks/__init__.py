@@ -1,4 +1,4 @@
-"""Predictive tasks (issue 8): ranking and classification scorers, their metrics, losses and export.
+"""Predictive tasks: ranking and classification scorers, their metrics, losses and export.
 
 - ``config``: the ``task:`` recipe section (``TaskConfig``) and score-KD settings.
 - ``data``: rows (context, item, label, group) loaded through `datasets` and validated.

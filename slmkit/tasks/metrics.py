@@ -3,7 +3,7 @@
 Binary metrics take ``p`` (probability of the positive label) and ``y`` (0/1). Ranking metrics
 take per-row ``scores``, relevance ``y`` and ``groups`` (one id per row); groups where a metric
 is undefined (a single candidate, no relevant candidate) are counted and skipped, never fatal
-(issue 8: "groups with a single candidate: reported, not crashed").
+(groups with a single candidate are reported, not crashed on).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The exported graph is the whole scorer: tokens in, label logits [B, K] out. For 
 scorer that includes the last-position gather and the K verbalizer rows of the LM head, so
 the serving side never materialises full-vocabulary logits. Verification reruns the same rows
 through onnxruntime and compares label logits and P(label) with the PyTorch scores, like the
-other exports verify what they wrote (issue 8, "Serving speed").
+other exports verify what they wrote.
 """
 
 from __future__ import annotations

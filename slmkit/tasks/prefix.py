@@ -1,8 +1,7 @@
 """Prefix-shared scoring: one context's KV cache, computed once, reused by all its candidates.
 
 Scoring is prefill only. With C context tokens and N candidates of S tokens each, independent
-scoring runs N * (C + S) tokens through the model; sharing the prefix runs C + N * S (issue 8,
-"Serving speed"). Two ways to run the N candidates against the cached context:
+scoring runs N * (C + S) tokens through the model; sharing the prefix runs C + N * S. Two ways to run the N candidates against the cached context:
 
 - ``packed`` (default): the candidates are concatenated into ONE sequence after the context,
   with a block mask so each candidate token sees the context and the earlier tokens of its

@@ -1,6 +1,6 @@
 """Scorers: a model plus the rule that turns (context, item) rows into label logits [B, K].
 
-Two kinds (issue 8), either of which can be teacher or student:
+Two kinds, either of which can be teacher or student:
 
 - :class:`CausalLMScorer`: a causal LM reads the prompt template and the logits of the
   verbalizer tokens (" No", " Yes") at the last position are the label logits. Only those K rows

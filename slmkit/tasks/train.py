@@ -3,7 +3,7 @@
 The teacher cache is a dataset artifact (``teacher_scores/v<N>/``, like the generation top-k
 cache): ``logits.npy`` [N, K_teacher] in row order plus ``rows.json`` fingerprints. A student
 step takes whole groups (so listwise KD sees complete candidate lists), computes its label
-logits with autograd on, and minimises ``task.kd`` (issue 8, "Distillation and pruning").
+logits with autograd on, and minimises ``task.kd``.
 Checkpoints go to the stage's work dir so a killed run resumes where it stopped.
 """
 

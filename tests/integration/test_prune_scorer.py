@@ -1,4 +1,4 @@
-"""Prune stages on scorer students (issue 8): a decoder classifier keeps its head; an encoder is refused."""
+"""Prune stages on scorer students: a decoder classifier keeps its head; an encoder is refused."""
 
 from __future__ import annotations
 
