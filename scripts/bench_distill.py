@@ -14,8 +14,8 @@ The last line is JSON with ``speedup``, ``memory_ratio`` and ``loss_rel_diff``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import copy
+import ctypes
 import gc
 import importlib.util
 import json
@@ -141,7 +141,7 @@ def _slmkit_side(cfg, state, exs, steps, precision, work):
     job = DistillJob(student, teacher, exs, [], pad_id=0, vocab=cfg.vocab_size, cfg=dc, work_dir=work)
     run = _setup(job, None)
     losses, times = [], []
-    for step in range(steps + 1):
+    for _ in range(steps + 1):
         run.job.train = [exs[i] for i in range(BATCH)]  # same batch as the naive side every step
         t0 = time.perf_counter()
         m = train_step(run, 0)

@@ -99,7 +99,7 @@ def llama_cpp_rate(gguf_path: Path, prompt_ids: list[int], tokens: int, repeats:
 
 def build_exports(model_dir: Path, work: Path, log) -> dict[str, tuple[str, Path, str]]:
     """name -> (kind, path, precision) of every export to measure."""
-    from slmkit.export.config import GgufOptions, OnnxOptions
+    from slmkit.quantize.config import GgufOptions, OnnxOptions
     from slmkit.quantize.gguf_writer import write_gguf
     from slmkit.quantize.onnx_genai import build_onnx
 
@@ -133,8 +133,8 @@ def main() -> None:
 def run_bench(work: Path, tokens: int, repeats: int) -> None:
     from transformers import AutoTokenizer
 
-    from slmkit.export.common import Verifier
-    from slmkit.export.config import VerifyConfig
+    from slmkit.runtimes.config import VerifyConfig
+    from slmkit.runtimes.verify import Verifier
 
     work.mkdir(parents=True, exist_ok=True)
     model_dir = teacher_dir(work)

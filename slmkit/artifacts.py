@@ -18,9 +18,9 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from slmkit import __version__
 from slmkit.errors import InputError, SlmkitError

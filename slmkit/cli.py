@@ -9,26 +9,27 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from slmkit.errors import SlmkitError
+from slmkit.stages import STAGE_KINDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a large language model into a small, fast one: distill, prune, quantize, "
                        "export and benchmark, driven by YAML recipes.")
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: key.path=value "
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: key.path=value "
                                                      "(repeatable), applied before validation.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--output-dir", help="Artifact store root (overrides output_dir).")]
+OutOpt = Annotated[Path | None, typer.Option("--output-dir", help="Artifact store root (overrides output_dir).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Ignore cached artifacts: make new versions.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate, resolve inputs and print the plan; run nothing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs go to stderr.")]
 VerboseOpt = Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")]
-InputOpt = Annotated[Optional[Path], typer.Option("--input", help="Artifact directory to use as the stage input "
+InputOpt = Annotated[Path | None, typer.Option("--input", help="Artifact directory to use as the stage input "
                                                   "(default: the latest matching artifact).")]
 
 
@@ -43,7 +44,7 @@ def _fail(e: SlmkitError) -> None:
     raise typer.Exit(e.exit_code)
 
 
-def _execute(recipe_path: Path, kind: Optional[str], overrides, output_dir, force, dry_run, as_json,
+def _execute(recipe_path: Path, kind: str | None, overrides, output_dir, force, dry_run, as_json,
              verbose, quiet, input_path=None) -> None:
     from slmkit import commands
 
@@ -77,7 +78,7 @@ def _stage_command(kind: str):
     return command
 
 
-for _kind in ("distill", "prune", "quantize", "export", "benchmark"):
+for _kind in STAGE_KINDS:
     app.command(name=_kind)(_stage_command(_kind))
 
 

@@ -8,9 +8,10 @@ seeds everything. A stage writes its files into ``ctx.out_dir`` and nothing else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported lazily: torch is slow to import and the CLI must start fast
     import torch
@@ -37,7 +38,7 @@ class StageContext:
 
     @property
     def device(self) -> torch.device:
-        from slmkit.models import resolve_device
+        from slmkit.runtimes.pytorch import resolve_device
 
         return resolve_device(self.recipe.teacher.device)
 

@@ -76,47 +76,78 @@ def load_examples(spec, tokenizer, *, max_length: int | None = None, base_dir: P
     return [build(row, spec, tokenizer, limit, f"{where}:{i + 1}") for i, row in enumerate(rows)]
 
 
+BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
+                "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
+
+
+def resolve_data_path(path: str, base_dir: Path) -> Path:
+    """A data path of a recipe: a shipped `builtin:` set, or a file relative to the recipe."""
+    if path in BUILTIN_DATA:
+        return Path(__file__).parent / "data_files" / BUILTIN_DATA[path]
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
 def data_files(spec, base_dir: Path) -> list[Path]:
     """The local files behind a spec (sorted), validated for a supported type."""
-    from slmkit.recipe import resolve_data_path
+    return files_at(resolve_data_path(spec.path, base_dir))
 
-    root = resolve_data_path(spec.path, base_dir)
+
+def files_at(root: Path, suffixes: dict[str, str] = SUFFIXES) -> list[Path]:
+    """The data files at ``root`` (a file or a directory of them), all of one supported type."""
     if not root.exists():
         raise InputError(f"data file {root} does not exist")
-    files = sorted(p for p in root.iterdir() if p.suffix in SUFFIXES) if root.is_dir() else [root]
+    files = sorted(p for p in root.iterdir() if p.suffix in suffixes) if root.is_dir() else [root]
     if not files:
-        raise InputError(f"data directory {root} holds no {'/'.join(SUFFIXES)} files")
-    kinds = {SUFFIXES.get(p.suffix) for p in files}
+        raise InputError(f"data directory {root} holds no {'/'.join(suffixes)} files")
+    kinds = {suffixes.get(p.suffix) for p in files}
     if None in kinds or len(kinds) > 1:
-        raise InputError(f"data {root}: expected files of one type among {', '.join(SUFFIXES)}, got "
-                         f"{sorted({p.suffix or '(none)' for p in files})}")
+        raise InputError(f"data {root}: unsupported data format; expected files of one type among "
+                         f"{', '.join(suffixes)}, got {sorted({p.suffix or '(none)' for p in files})}")
     return files
 
 
 def read_rows(spec, base_dir: Path) -> tuple[list[dict], str]:
     """Rows of a data spec as dicts, through `datasets`; clear errors for empty or non-UTF-8 files."""
+    if spec.hub is not None:
+        return _hub_rows(spec.hub, spec.max_samples)
+    return read_local_rows(resolve_data_path(spec.path, base_dir), limit=spec.max_samples)
+
+
+def read_local_rows(root: Path, suffixes: dict[str, str] = SUFFIXES, limit: int | None = None
+                    ) -> tuple[list[dict], str]:
+    """Rows of a local file or directory (no network), checked for emptiness and UTF-8."""
     import datasets
 
     datasets.disable_progress_bars()
-    if spec.hub is not None:
-        try:
-            ds = datasets.load_dataset(spec.hub.name, spec.hub.config, split=spec.hub.split)
-        except Exception as e:  # offline miss, unknown dataset or split
-            raise InputError(f"cannot load hub dataset {spec.hub.name!r}: {e}") from None
-        where = f"{spec.hub.name}[{spec.hub.split}]"
-    else:
-        files = data_files(spec, base_dir)
-        for f in files:
-            _check_text_file(f)
-        where = str(files[0]) if len(files) == 1 else str(files[0].parent)
-        try:
-            ds = datasets.load_dataset(SUFFIXES[files[0].suffix], data_files=[str(f) for f in files],
-                                       split="train")
-        except Exception as e:
-            raise InputError(f"{where}: cannot parse the data ({e.__class__.__name__}: {e})") from None
-    if spec.max_samples is not None:
-        ds = ds.select(range(min(spec.max_samples, len(ds))))
-    rows = list(ds)
+    files = files_at(Path(root), suffixes)
+    for f in files:
+        _check_text_file(f)
+    where = str(files[0]) if len(files) == 1 else str(files[0].parent)
+    try:
+        ds = datasets.load_dataset(suffixes[files[0].suffix], data_files=[str(f) for f in files], split="train")
+    except Exception as e:
+        raise InputError(f"{where}: cannot parse the data ({e.__class__.__name__}: {e})") from None
+    rows = _first(ds, limit)
+    if not rows:
+        raise InputError(f"{where}: the data set is empty")
+    return rows, where
+
+
+def _first(ds, limit: int | None) -> list[dict]:
+    return list(ds if limit is None else ds.select(range(min(limit, len(ds)))))
+
+
+def _hub_rows(hub, limit: int | None) -> tuple[list[dict], str]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(hub.name, hub.config, split=hub.split)
+    except Exception as e:  # offline miss, unknown dataset or split
+        raise InputError(f"cannot load hub dataset {hub.name!r}: {e}") from None
+    rows = _first(ds, limit)
+    where = f"{hub.name}[{hub.split}]"
     if not rows:
         raise InputError(f"{where}: the data set is empty")
     return rows, where

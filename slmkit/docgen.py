@@ -64,7 +64,8 @@ def _section(title: str, model: type[BaseModel], seen: set, out: list[str]) -> N
 
 
 def recipe_reference() -> str:
-    from slmkit.recipe import Recipe, stage_config_types
+    from slmkit.recipe import Recipe
+    from slmkit.stages import STAGE_KINDS
 
     out = ["# Recipe reference", "",
            "Generated from the schema by `python -m slmkit.docgen > docs/recipes.md`; a test keeps it current.",
@@ -77,7 +78,7 @@ def recipe_reference() -> str:
             "Each entry of `stages` is a one-key mapping `{<kind>: {...}}`. Every kind also takes `name` "
             "(default: the kind, then `<kind>_2`, ...) and `input` (an earlier stage's name or an artifact "
             "directory; default: the previous stage).", ""]
-    for kind, cfg in stage_config_types().items():
+    for kind, cfg in ((k, s.config_type()) for k, s in STAGE_KINDS.items()):
         models = _models_in(cfg)
         out += [f"## `{kind}`", ""]
         if len(models) > 1:

@@ -30,14 +30,7 @@ class RecipeError(InputError):
 
 
 class GateFailed(SlmkitError):
-    """A benchmark gate missed its threshold: exit code 3 (the report is still written).
-
-    A stage may raise it with its ``output`` (a StageOutput) so the pipeline commits the report
-    before failing the run.
-    """
+    """A benchmark gate missed its threshold: exit code 3, raised by the pipeline after the report
+    artifact is committed (the benchmark stage hands its gate verdicts back as data)."""
 
     exit_code = 3
-
-    def __init__(self, message: str, output=None):
-        super().__init__(message)
-        self.output = output

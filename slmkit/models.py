@@ -56,16 +56,6 @@ def resolve_ref(ref: str) -> tuple[str, str]:
     return "hub", ref
 
 
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda was requested but no CUDA device is available")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def torch_dtype(name: str):
     import torch
 
@@ -211,11 +201,3 @@ def load_config(ref_or_dir: str):
             del cfg.quantization_config
         return cfg
     return AutoConfig.from_pretrained(where)
-
-
-def is_causal_lm_dir(path: Path) -> bool:
-    cfg = path / "config.json"
-    if not cfg.exists():
-        return False
-    archs = json.loads(cfg.read_text()).get("architectures") or []
-    return any(a.endswith("ForCausalLM") for a in archs)

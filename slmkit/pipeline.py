@@ -13,7 +13,6 @@ version, ``--force`` always does. A stage that fails commits nothing; its work d
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import time
@@ -21,17 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmkit import __version__
-from slmkit.artifacts import (MANIFEST, Store, artifact_hash, base_manifest, content_hash, file_hashes, hash_json,
-                              model_card, read_manifest, safe_component, sha256_file)
+from slmkit.artifacts import (
+    MANIFEST,
+    Store,
+    artifact_hash,
+    base_manifest,
+    content_hash,
+    file_hashes,
+    hash_json,
+    model_card,
+    read_manifest,
+    safe_component,
+    sha256_file,
+)
+from slmkit.benchmark.gates import failure_lines, failure_message
 from slmkit.context import StageContext, StageOutput
 from slmkit.errors import GateFailed, InputError, SlmkitError
 from slmkit.progress import Reporter
 from slmkit.recipe import Recipe, StageSpec, dump_recipe, stage_config_dump
-
-# the closed registry of stage runners: kind -> module holding `run(ctx) -> StageOutput`
-STAGE_MODULES = {"prune": "slmkit.prune.stage", "distill": "slmkit.distill.stage",
-                 "quantize": "slmkit.quantize.stage", "export": "slmkit.export.stage",
-                 "benchmark": "slmkit.benchmark.stage"}
+from slmkit.stages import STAGE_KINDS
 
 
 @dataclass
@@ -102,15 +109,23 @@ def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[Sta
     if not selected:
         raise InputError(f"the recipe has no `{opts.only_kind}` stage")
     done: dict[str, StageResult] = {}
-    gate_failures: list[str] = []
     for stage in selected:
         input_path = resolve_input(recipe, stage, store, done, {"teacher": teacher, "student": start}, opts)
-        result = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter, procs)
-        done[stage.name] = result
-        gate_failures += result.manifest.get("details", {}).get("gate_failures", [])
-    if gate_failures:
-        raise GateFailed("benchmark gate(s) failed:\n" + "\n".join(f"  - {g}" for g in gate_failures))
+        done[stage.name] = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter, procs)
+    failed = failed_gates(list(done.values()))
+    if failed:
+        raise GateFailed(failure_message(failed))
     return list(done.values())
+
+
+def failed_gates(results: list[StageResult]) -> list[str]:
+    """Each missed gate of the run's benchmark stages, read from their committed (or cached) manifests."""
+    out = []
+    benches = [r for r in results if r.kind == "benchmark"]
+    for r in benches:
+        lines = failure_lines(r.manifest.get("details", {}).get("gates", []))
+        out += [f"[{r.name}] {line}" if len(benches) > 1 else line for line in lines]
+    return out
 
 
 def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, sources: dict[str, Path],
@@ -184,7 +199,7 @@ def _follow(store: Store, stage: StageSpec, key: str) -> StageResult:
 def _execute_stage(recipe, stage, input_path, teacher, store: Store, key: str, extras: dict, opts: RunOptions,
                    reporter: Reporter, procs: Processes) -> StageResult | None:
     reporter.info(f"[{stage.name}] running {stage.kind} on {input_path}")
-    runner = importlib.import_module(STAGE_MODULES[stage.kind])
+    run = STAGE_KINDS[stage.kind].run_function(recipe.predictive is not None)
     tmp = store.begin(stage.name)
     work = store.work_dir(stage.name, key)
     ctx = StageContext(recipe=recipe, stage=stage, out_dir=tmp, input_dir=input_path,
@@ -192,18 +207,15 @@ def _execute_stage(recipe, stage, input_path, teacher, store: Store, key: str, e
                        teacher_dir=teacher, run_dir=store.root, reporter=reporter, work_dir=work, store=store,
                        recipe_path=opts.recipe_path, extras=extras)
     started = time.time()
-    gate_error = None
     try:
-        output = runner.run(ctx) or StageOutput()
-    except GateFailed as e:  # the report is written: commit it, then fail
-        output, gate_error = e.output or StageOutput(), e
+        output = run(ctx) or StageOutput()
     except BaseException:
         store.abort(tmp)
         raise
     if not procs.main:  # training ran here too, but only rank 0 writes the artifact
         store.abort(tmp)
         return None
-    manifest = _manifest(recipe, stage, key, started, input_path, teacher, output, gate_error)
+    manifest = _manifest(recipe, stage, key, started, input_path, teacher, output)
     path = store.commit(stage.name, tmp, manifest, recipe_yaml=_recipe_history(recipe, input_path),
                         card=model_card(manifest, output.model_card_notes))
     shutil.rmtree(work, ignore_errors=True)
@@ -211,15 +223,12 @@ def _execute_stage(recipe, stage, input_path, teacher, store: Store, key: str, e
     return StageResult(stage.name, stage.kind, path, False, read_manifest(path))
 
 
-def _manifest(recipe, stage, key, started, input_path, teacher, output: StageOutput, gate_error) -> dict:
-    details = dict(output.details)
-    if gate_error is not None:
-        details.setdefault("gate_failures", [str(gate_error)])
+def _manifest(recipe, stage, key, started, input_path, teacher, output: StageOutput) -> dict:
     inputs = [_input_entry("input", input_path), _input_entry("teacher", teacher)]
     return base_manifest(stage.name, stage.kind, key, started) | {
         "artifact_type": output.artifact_type, "config": stage_config_dump(stage),
         "recipe": recipe.name, "recipe_hash": recipe.content_hash(), "seed": recipe.seed, "task": recipe.task_json(),
-        "inputs": inputs, "metrics": output.metrics, "details": details,
+        "inputs": inputs, "metrics": output.metrics, "details": output.details,
     }
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -37,29 +37,16 @@ from pydantic import (
     model_validator,
 )
 
+from slmkit.data import BUILTIN_DATA, resolve_data_path
 from slmkit.errors import RecipeError
 from slmkit.schema import StrictModel
+from slmkit.stages import STAGE_KINDS
 from slmkit.tasks.config import TaskConfig, task_stage_problems
 
 SOURCE_REFS = ("teacher", "student")  # `input:` names for the source models themselves
 RESERVED_STAGE_NAMES = ("teacher", "student", "source")  # folders of the source artifacts
-STAGE_KINDS = ("prune", "distill", "quantize", "export", "benchmark")
-BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
-                "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TASK_TAG = "predictive-task"  # union tag of a `task:` section; error paths skip it
-
-
-def stage_config_types() -> dict[str, Any]:
-    """The closed registry of stage kinds and their config types (pydantic only, no torch)."""
-    from slmkit.benchmark.config import BenchmarkConfig
-    from slmkit.distill.config import DistillStageConfig
-    from slmkit.export.config import ExportConfig
-    from slmkit.prune.config import PruneConfig
-    from slmkit.quantize.config import QuantizeConfig
-
-    return {"prune": PruneConfig, "distill": DistillStageConfig, "quantize": QuantizeConfig,
-            "export": ExportConfig, "benchmark": BenchmarkConfig}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +133,8 @@ class DataConfig(StrictModel):
 class StageSpec(StrictModel):
     """One entry of `stages`, after the `{kind: {...}}` form has been unpacked."""
 
-    kind: Literal["prune", "distill", "quantize", "export", "benchmark"] = Field(
-        description="What the stage does; written as the stage's only key.")
+    kind: str = Field(description="What the stage does (one of slmkit.stages.STAGE_KINDS); written as the "
+                      "stage's only key.")
     name: str = Field(description="Unique stage name (defaults to the kind, then kind_2, kind_3, ...); "
                       "also the artifact folder name.")
     input: str | None = Field(None, description="An earlier stage's name, `teacher`, `student`, or an artifact "
@@ -162,7 +149,7 @@ class Recipe(StrictModel):
     output_dir: str = Field("runs", description="Root directory of the artifact store (relative to the "
                             "current directory).")
     seed: int = Field(0, description="Seed for every random choice (data order, sampling, init).")
-    task: Annotated[Union[Annotated[Literal["generation"], Tag("generation")], Annotated[TaskConfig, Tag(_TASK_TAG)]],
+    task: Annotated[Annotated[Literal["generation"], Tag("generation")] | Annotated[TaskConfig, Tag(_TASK_TAG)],
                     Discriminator(lambda v: _TASK_TAG if isinstance(v, (dict, TaskConfig)) else "generation")] = Field(
         "generation", description="What the models do: `generation` (text), or a predictive task section "
         "`{kind: ranking | classification, ...}` whose models score (context, item) rows from `data:` "
@@ -379,7 +366,7 @@ def _unpack_stages(raw: dict, problems, lines) -> list[dict] | None:
 
 
 def _validate(raw, stages_raw, problems, lines) -> Recipe | None:
-    types = stage_config_types()
+    types = {kind: k.config_type() for kind, k in STAGE_KINDS.items()}
     data = {k: v for k, v in raw.items() if k != "stages"}
     configs = []
     for s in stages_raw or []:
@@ -416,10 +403,7 @@ def _raw_path(raw, loc) -> tuple:
     """Map a pydantic error location onto the YAML's own keys, skipping union tags."""
     path, node = [], raw
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and (part in node.values() or _is_tag(str(part)) or i < len(loc) - 1):
@@ -496,13 +480,6 @@ def _check_data_files(raw: dict, base_dir: Path, problems, lines):
             continue
         if not resolve_data_path(path, base_dir).exists():
             problems.append(f"{at}: data file {path!r} does not exist (looked in {resolve_data_path(path, base_dir)})")
-
-
-def resolve_data_path(path: str, base_dir: Path) -> Path:
-    if path in BUILTIN_DATA:
-        return Path(__file__).parent / "data_files" / BUILTIN_DATA[path]
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (base_dir / p)
 
 
 def stage_config_dump(spec: StageSpec) -> dict:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from slmkit.benchmark.gates import HEADLINE_FIGURES, parse_gate
+from slmkit.benchmark.gates import HEADLINE_FIGURES, Gate, parse_gate
 from slmkit.benchmark.quality import METRICS, figure_directions
 from slmkit.schema import StrictModel
 
@@ -133,15 +133,20 @@ class BenchmarkConfig(StrictModel):
             raise ValueError(f"unknown quality metric(s) {unknown}; expected some of {sorted(METRICS)}")
         return v
 
-    @field_validator("gates")
-    @classmethod
-    def _parse_gates(cls, v: dict[str, str]) -> dict[str, str]:
-        for figure, spec in v.items():
-            parse_gate(figure, spec)
-        return v
+    _gates: list[Gate] = PrivateAttr(default_factory=list)
+
+    @property
+    def parsed_gates(self) -> list[Gate]:
+        """The gates as parsed once, at validation."""
+        return self._gates
 
     @model_validator(mode="after")
-    def _check_figures(self) -> "BenchmarkConfig":
+    def _parse_gates(self) -> BenchmarkConfig:
+        self._gates = [parse_gate(figure, spec) for figure, spec in self.gates.items()]
+        return self
+
+    @model_validator(mode="after")
+    def _check_figures(self) -> BenchmarkConfig:
         figures = figure_directions(self.quality)
         if "scoring" in self.quality:
             return self._check_scoring(figures)
@@ -162,7 +167,7 @@ class BenchmarkConfig(StrictModel):
             raise ValueError(f"gates on unknown figure(s) {bad}; expected some of {sorted(allowed)}")
         return self
 
-    def _check_scoring(self, figures: dict[str, bool]) -> "BenchmarkConfig":
+    def _check_scoring(self, figures: dict[str, bool]) -> BenchmarkConfig:
         """Predictive tasks: quality_retained is on `task.primary_metric`; gates may name ndcg@<k>."""
         if self.quality != ["scoring"]:
             raise ValueError(f"quality: `scoring` (ranking/classification scorers) is measured alone, got {self.quality}")

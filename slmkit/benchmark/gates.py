@@ -59,13 +59,13 @@ def check_gate(gate: Gate, value: float | None) -> dict:
     }
 
 
-def evaluate_gates(gates: dict[str, str], figures: dict[str, float | None]) -> list[dict]:
-    """Check every gate against ``figures`` (headline plus the final model's quality figures)."""
-    return [check_gate(parse_gate(name, spec), figures.get(name)) for name, spec in gates.items()]
+def evaluate_gates(gates: list[Gate], figures: dict[str, float | None]) -> list[dict]:
+    """Check every gate (parsed at validation) against ``figures`` (headline plus the final model's)."""
+    return [check_gate(gate, figures.get(gate.figure)) for gate in gates]
 
 
-def failure_message(verdicts: list[dict]) -> str | None:
-    """A line per missed gate, e.g. ``decode_speedup = 3.1, needs >=4 (missed by 0.9)``; None if all pass."""
+def failure_lines(verdicts: list[dict]) -> list[str]:
+    """A line per missed gate, e.g. ``decode_speedup = 3.1, needs >=4 (missed by 0.9)``."""
     lines = []
     for v in verdicts:
         if v["passed"]:
@@ -75,6 +75,9 @@ def failure_message(verdicts: list[dict]) -> str | None:
             lines.append(f"{v['figure']} was not measured, {need}")
         else:
             lines.append(f"{v['figure']} = {v['value']:.4g}, {need} (missed by {abs(v['margin']):.4g})")
-    if not lines:
-        return None
-    return "benchmark gate(s) failed:\n" + "\n".join(f"  - {line}" for line in lines)
+    return lines
+
+
+def failure_message(failed: list[str]) -> str:
+    """The one message a run that missed gates exits with: a header, then each missed gate once."""
+    return "benchmark gate(s) failed:\n" + "\n".join(f"  - {line}" for line in failed)

@@ -1,9 +1,9 @@
 """Quality metrics: pure math on tensors and strings, and a registry of metrics over a model.
 
-A metric is measured through an ``LM`` handle (``slmkit.benchmark.backends``): ``logits(seqs)``
-for teacher-forced scoring and ``generate(prompts, n)`` for greedy answers, so the same code
-scores a PyTorch model, an ONNX GenAI graph or a GGUF file. Evaluation is greedy and
-teacher-forced only, so measuring one model twice gives identical figures (issue 6).
+A metric is measured through an ``LM`` handle (``slmkit.runtimes``): ``logits(seqs)`` for
+teacher-forced scoring and ``generate(prompts, n)`` for greedy answers, so the same code scores a
+PyTorch model, an ONNX GenAI graph or a GGUF file. Evaluation is greedy and teacher-forced only,
+so measuring one model twice gives identical figures.
 
 ``METRICS`` is the closed registry the recipe's ``quality:`` list is checked against; another
 area (predictive tasks: AUC, NDCG) adds its entry here with the figures it produces.
@@ -14,32 +14,26 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported lazily: the recipe schema imports this module
     import torch
 
     from slmkit.data import Example
+    from slmkit.runtimes.base import LM
 
 
 class MetricSkipped(Exception):
     """A metric that cannot be measured for this model or data; the reason goes into the report."""
 
 
-class LM(Protocol):
-    backend: str
-
-    def logits(self, seqs: list[list[int]]) -> list["torch.Tensor"]: ...  # one float32 [T, V] per sequence
-
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]: ...
-
-
 # ---------------------------------------------------------------- pure math: tensors
 
 
-def sequence_nll(logits: "torch.Tensor", ids: "torch.Tensor", mask: "torch.Tensor") -> tuple[float, int]:
+def sequence_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
     """Summed negative log-likelihood of the masked targets of one sequence, and their count.
 
     ``logits[t]`` predicts ``ids[t + 1]``; ``mask[t] == 1`` marks ``ids[t]`` as a target (the
@@ -60,7 +54,7 @@ def perplexity(nll_sum: float, count: int) -> float:
     return math.exp(nll_sum / count)
 
 
-def agreement_stats(teacher_logits: "torch.Tensor", model_logits: "torch.Tensor") -> tuple[int, float, int]:
+def agreement_stats(teacher_logits: torch.Tensor, model_logits: torch.Tensor) -> tuple[int, float, int]:
     """Top-1 matches, summed KL(teacher || model) and position count over [N, V] logit rows.
 
     Both sides go through the same float64 log-softmax, so the teacher against itself gives
@@ -129,7 +123,7 @@ class TeacherTargets:
     starts: list[int]  # index of the first response token in each sequence
     logit_files: list[Path]  # float32 [len - start, V]: teacher logits predicting each response token
 
-    def logits(self, i: int) -> "torch.Tensor":
+    def logits(self, i: int) -> torch.Tensor:
         import numpy as np
         import torch
 
@@ -138,7 +132,7 @@ class TeacherTargets:
 
 @dataclass
 class EvalSet:
-    examples: list["Example"]
+    examples: list[Example]
     tokenizer: Any
     max_new_tokens: int
     batch_size: int = 8
@@ -294,7 +288,7 @@ def evaluate(ev: EvalSet, lm: LM, metric_names: list[str]) -> tuple[dict[str, fl
             figures.update(METRICS[name].compute(ev, lm))
         except MetricSkipped as e:
             skipped[name] = str(e)
-            figures.update({f: None for f in METRICS[name].figures})
+            figures.update(dict.fromkeys(METRICS[name].figures))
     return figures, skipped
 
 

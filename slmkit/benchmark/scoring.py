@@ -1,4 +1,4 @@
-"""The benchmark of a ranking / classification recipe: every scorer against the teacher (issue 8).
+"""The benchmark of a ranking / classification recipe: every scorer against the teacher.
 
 Same results document and report as generation benchmarks (``results.json``, ``report.md``,
 ``report.html``, gates), with the task's metrics as quality figures (AUC, NDCG@k, MRR, accuracy,
@@ -20,7 +20,7 @@ from slmkit.errors import InputError
 from slmkit.tasks import evaluate as E
 from slmkit.tasks.metrics import retained
 
-CANDIDATES = 20  # candidates per context of the latency figure (issue 8)
+CANDIDATES = 20  # candidates per context of the latency figure
 ONNX_VARIANTS = {"scorer.onnx": "onnx", "scorer.int8.onnx": "onnx_int8"}
 
 
@@ -128,6 +128,6 @@ def benchmark_scorers(models: list[dict], rows: list, task, cfg, log=lambda _: N
         "scoring_speed": speed,
     }
     results["headline"] = scoring_headline(results)
-    results["gates"] = gates_mod.evaluate_gates(cfg.gates, gate_figures(results))
+    results["gates"] = gates_mod.evaluate_gates(cfg.parsed_gates, gate_figures(results))
     results["gates_passed"] = all(g["passed"] for g in results["gates"])
     return results

@@ -3,7 +3,7 @@
 Per (model, backend): load time, peak memory, and per batch size the prefill and decode rates,
 time to first token and request latency percentiles; then the throughput of N concurrent
 batch-1 requests. Warm-up requests run first; each figure is the median of ``repeats`` timed
-requests with its min/max spread (issue 6). With ``isolate`` every (model, backend) runs in a
+requests with its min/max spread. With ``isolate`` every (model, backend) runs in a
 fresh process (``python -m slmkit.benchmark.speed SPEC OUT``) so peak RSS is that model's own
 and an out-of-memory kill costs one row.
 """
@@ -18,8 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
-from slmkit.benchmark.backends import BatchDoesNotFit, Variant, resolve_device
 from slmkit.machine import cpu_info, hardware_info, library_versions  # noqa: F401  (re-exported: one home for machine facts)
+from slmkit.runtimes import BatchDoesNotFit, Variant, open_session
 
 # ---------------------------------------------------------------- pure summaries
 
@@ -91,7 +91,7 @@ class PeakRSS:
         self.proc, self.interval, self.peak = psutil.Process(), interval_s, 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.peak = self.proc.memory_info().rss
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -166,7 +166,7 @@ def measure_batch(session, batch_size: int, prompt: list[int], cfg, device: str)
 def measure_concurrency(session, prompt: list[int], cfg) -> dict:
     """N batch-1 requests at once from N threads (each its own cache): generated tokens per second."""
     n = cfg.concurrency
-    if getattr(session, "whole_requests", False) or type(session).__name__ == "LlamaCppSession":
+    if not getattr(session, "serves_concurrently", True):
         return {
             "requests": n,
             "status": "skipped",
@@ -213,8 +213,10 @@ def measure_backend(variant: Variant, backend: str, prompt: list[int], cfg) -> d
     """Every speed figure of one model on one backend; load failures become a failed entry."""
     import torch
 
+    from slmkit.runtimes.pytorch import resolve_device
+
     device = (
-        resolve_device(cfg.device)
+        resolve_device(cfg.device).type
         if backend.startswith("torch")
         else ("cuda" if backend == "vllm" else "cpu")
     )
@@ -266,8 +268,6 @@ def _measure_with_memory(variant: Variant, backend: str, prompt: list[int], cfg,
 
 
 def _open(variant: Variant, backend: str, prompt: list[int], cfg, device: str):
-    from slmkit.benchmark.sessions import open_session
-
     return open_session(
         variant, backend, cfg.new_tokens, len(prompt) + cfg.new_tokens + 8, device, cfg.threads
     )

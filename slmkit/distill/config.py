@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from slmkit.distill.losses import LossSpec
 from slmkit.schema import StrictModel
 from slmkit.tasks.config import ScoreDistillConfig
 
@@ -65,7 +64,10 @@ class LossConfig(StrictModel):
             raise ValueError("kd_weight and ce_weight are both 0 and no hidden loss: nothing to train on")
         return self
 
-    def spec(self) -> LossSpec:
+    def spec(self):
+        """The loss's numbers as the pure loss functions take them (``slmkit.distill.losses.LossSpec``)."""
+        from slmkit.distill.losses import LossSpec  # torch: only when training, never at validation
+
         return LossSpec(
             kind=self.kind, temperature=self.temperature, t2_scaling=self.t2_scaling,
             kd_weight=self.kd_weight, ce_weight=self.ce_weight, beta=self.beta, alpha=self.alpha,
@@ -164,4 +166,3 @@ def _default_method(value):
 DistillStageConfig = Annotated[
     DistillConfig | ScoreDistillConfig, Field(discriminator="method"), BeforeValidator(_default_method)
 ]
-METHODS = {"kd": DistillConfig, "score_kd": ScoreDistillConfig}

@@ -127,13 +127,18 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
     c, dtype = cfg.teacher_cache, torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     caches = {}
     for split, exs in splits.items():
-        def build(tmp: Path, exs=exs) -> dict:
-            ctx.reporter.info(f"distill: caching the teacher's top-{c.top_k} log-probs for {len(exs)} {split} examples")
+        # training matches the teacher at the loss temperature; eval KL is measured at T = 1, as it
+        # is against a live teacher, so the eval cache holds the untempered distribution
+        temperature = cfg.loss.temperature if split == "train" else 1.0
+
+        def build(tmp: Path, exs=exs, split=split, temperature=temperature) -> dict:
+            ctx.reporter.info(f"distill: caching the teacher's top-{c.top_k} log-probs for {len(exs)} {split} "
+                              f"examples (T={temperature:g})")
             return build_cache(tmp, teacher, exs, pad_id=tok.pad_token_id, vocab=vocab, k=c.top_k,
-                               temperature=cfg.loss.temperature, batch_size=c.batch_size,
+                               temperature=temperature, batch_size=c.batch_size,
                                shard_examples=c.shard_examples, device=ctx.device, dtype=dtype)
 
-        key = {"teacher": t_hash, "data": _examples_key(exs), "top_k": c.top_k, "temperature": cfg.loss.temperature,
+        key = {"teacher": t_hash, "data": _examples_key(exs), "top_k": c.top_k, "temperature": temperature,
                "shard_examples": c.shard_examples, "precision": cfg.precision}
         caches[split] = TopKCache(ctx.dataset_artifact("distill-teacher-topk", key, build))
     return caches
@@ -176,8 +181,6 @@ def _load(ctx: StageContext, cfg: DistillConfig):
 
 
 def run(ctx: StageContext) -> StageOutput:
-    if ctx.stage.config.method == "score_kd":  # a ranking / classification recipe (validation pairs them)
-        return run_score_kd(ctx)
     from slmkit.distill.trainer import DistillJob, train
 
     cfg: DistillConfig = ctx.stage.config
@@ -208,18 +211,6 @@ def run(ctx: StageContext) -> StageOutput:
         details["teacher_seconds_saved"] = round(sec, 2)
         ctx.reporter.info(f"distill: the offline cache saved about {sec:.1f} s of teacher compute")
     return _finish(ctx, job, tok, result, details)
-
-
-def run_score_kd(ctx: StageContext) -> StageOutput:
-    """Distill the teacher's scores on data.train into the input scorer (slmkit.tasks)."""
-    from slmkit.tasks.stage import run_score_distill, split_rows
-
-    if ctx.input_dir is None:
-        raise InputError("distill: no student: give `student:` in the recipe or put a stage before distill")
-    out = run_score_distill(ctx, ctx.recipe.predictive, ctx.stage.config, split_rows(ctx, "train"))
-    out.model_card_notes.append(f"Distilled on teacher scores ({ctx.recipe.predictive.kd.kind}) for "
-                                f"{out.metrics['steps']} steps.")
-    return out
 
 
 def _finish(ctx: StageContext, job, tok, result, details: dict) -> StageOutput:

@@ -15,9 +15,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,10 +59,6 @@ def select_targets(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[to
     counted = loss_mask[:, 1:].bool()
     rows = torch.arange(b, device=input_ids.device)[:, None] * t + torch.arange(t - 1, device=input_ids.device)
     return rows[counted], input_ids[:, 1:][counted]
-
-
-def counted_tokens(e: Example) -> int:
-    return int(sum(e.loss_mask[1:]))
 
 
 def use_compile(setting: bool | str, vocab: int, device: torch.device) -> bool:
@@ -308,7 +305,7 @@ def _setup(job: DistillJob, accelerator) -> _Run:
     job.student.config.use_cache = False
     job.student.train()
     # fused AdamW: one pass over each parameter instead of a dozen foreach passes (it was ~15%
-    # of a CPU step for a 135M student, issue 3)
+    # of a CPU step for a 135M student)
     fused = acc.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay, fused=fused

@@ -6,16 +6,15 @@ Artifact layout: ``hf/``, ``onnx/``, ``gguf/model-<TYPE>.gguf``. Any verificatio
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from slmkit.context import StageContext, StageOutput
 from slmkit.errors import InputError
-from slmkit.export import card
-from slmkit.export.common import Verifier
 from slmkit.export.config import ExportConfig
 from slmkit.quantize.files import path_size
-from slmkit.quantize.stage import builder_cache
+from slmkit.quantize.onnx_genai import builder_cache
+from slmkit.runtimes import llama_cpp, onnx_genai, pytorch
+from slmkit.runtimes.verify import Verifier
 
 
 def write_hf(model_dir: Path, out_dir: Path, cfg: ExportConfig, verifier: Verifier) -> dict:
@@ -61,7 +60,7 @@ def export_all(model_dir: Path, out_dir: Path, cfg: ExportConfig, cache: Path, r
 
 
 def notes(written: dict) -> list[str]:
-    makers = {"hf": card.hf_notes, "onnx": card.onnx_notes, "gguf": card.gguf_notes}
+    makers = {"hf": pytorch.card_notes, "onnx": onnx_genai.card_notes, "gguf": llama_cpp.card_notes}
     return [makers[fmt](d["path"]) for fmt, d in written.items()]
 
 
@@ -69,9 +68,7 @@ def run(ctx: StageContext) -> StageOutput:
     cfg: ExportConfig = ctx.stage.config
     if ctx.input_dir is None:
         raise InputError(f"stage {ctx.stage.name}: export needs an input model artifact")
-    if ctx.recipe.predictive is not None:
-        return export_scorer(ctx, cfg)
-    with builder_cache(ctx) as cache:
+    with builder_cache(ctx.work_dir) as cache:
         written = export_all(ctx.input_dir, ctx.out_dir, cfg, cache, ctx.reporter)
     metrics = {}
     for fmt, d in written.items():
@@ -79,30 +76,3 @@ def run(ctx: StageContext) -> StageOutput:
         metrics[f"{fmt}_max_abs_logit_diff"] = d["verification"]["max_abs_logit_diff"]
         metrics[f"{fmt}_size_bytes"] = d.get("size_bytes")
     return StageOutput(metrics=metrics, details={"formats": written}, artifact_type="model", model_card_notes=notes(written))
-
-
-def export_scorer(ctx: StageContext, cfg: ExportConfig) -> StageOutput:
-    """A ranking / classification scorer: ``onnx/scorer.onnx`` + ``scorer.int8.onnx`` verified on eval rows
-    (train rows without an eval split), and ``hf/`` as a byte copy; GGUF is refused at validation."""
-    from slmkit.export.hf import model_files
-    from slmkit.tasks.stage import export_scorer_artifact, split_rows
-
-    task, written, metrics = ctx.recipe.predictive, {}, {}
-    if "hf" in cfg.formats:
-        (ctx.out_dir / "hf").mkdir(parents=True)
-        for f in model_files(ctx.input_dir):
-            shutil.copyfile(f, ctx.out_dir / "hf" / f.name)
-        written["hf"] = {"path": "hf", "size_bytes": path_size(ctx.out_dir / "hf")}
-    if "onnx" in cfg.formats:
-        rows = split_rows(ctx, "eval" if ctx.recipe.data.eval is not None else "train")
-        ctx.reporter.info(f"export: writing the {task.kind} scorer as ONNX (+ int8), verified on up to 64 rows")
-        checks = export_scorer_artifact(ctx.input_dir, rows, task, ctx.out_dir / "onnx")
-        written["onnx"] = {"path": "onnx", "size_bytes": path_size(ctx.out_dir / "onnx"), "verification": checks}
-        for precision, check in checks.items():
-            check["path"] = f"onnx/{Path(check['path']).name}"  # the temporary dir is renamed on commit
-            metrics[f"onnx_{precision}_max_abs_score_diff"] = check.get("max_abs_score_diff")
-    metrics.update({f"{fmt}_size_bytes": d["size_bytes"] for fmt, d in written.items()})
-    note = (f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
-            "return label logits.")
-    notes = [note] if "onnx" in written else []
-    return StageOutput(metrics=metrics, details={"formats": written, "task": task.kind}, model_card_notes=notes)

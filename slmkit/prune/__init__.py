@@ -1,7 +1,7 @@
 """Structured pruning: depth, width (MLP / attention), OSSCAR and Wanda sparsity.
 
-Public entry points: ``PruneConfig`` (the recipe union), ``plan`` (dry run from a config),
-``keep_layers`` (depth surgery by explicit indices) and ``slmkit.prune.stage.run``.
+Public entry points: ``PruneConfig`` (the recipe union), ``plan`` (dry run from a config) and
+``slmkit.prune.stage.run``; depth surgery by explicit indices is ``slmkit.prune.surgery.keep_layers``.
 Only the config classes load eagerly: recipe validation must not pay for importing torch.
 """
 
@@ -22,13 +22,6 @@ def plan(config, model_config) -> dict:
     return _plan(config, model_config)
 
 
-def keep_layers(model, indices):
-    """Keep only the decoder layers at ``indices`` (see slmkit.prune.surgery.keep_layers)."""
-    from slmkit.prune.surgery import keep_layers as _keep_layers
-
-    return _keep_layers(model, indices)
-
-
 __all__ = [
     "DepthConfig",
     "OsscarConfig",
@@ -36,6 +29,5 @@ __all__ = [
     "SparsityConfig",
     "WidthAttentionConfig",
     "WidthMlpConfig",
-    "keep_layers",
     "plan",
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from slmkit.errors import InputError
-from slmkit.export.config import GgufOptions
+from slmkit.quantize.config import GgufOptions
 from slmkit.quantize.files import disk_errors, ensure_free_space, read_causal_lm_config, weights_size
 
 # HF architecture -> GGUF architecture. Mistral is the llama graph in llama.cpp.

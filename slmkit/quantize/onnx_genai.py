@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from pathlib import Path
 
 from slmkit.errors import InputError, SlmkitError
-from slmkit.export.config import OnnxOptions
+from slmkit.quantize.config import OnnxOptions
 from slmkit.quantize.files import disk_errors, ensure_free_space, read_causal_lm_config, weights_size
 
 # architectures slmkit exports and tests; the builder knows more, but these are the ones verified
@@ -102,3 +103,13 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
         "algo": opts.algo if opts.precision in ("int4", "int8") else None,
         "accuracy_level": opts.accuracy_level if opts.precision in ("int4", "int8") else None,
     }
+
+
+@contextlib.contextmanager
+def builder_cache(work_dir: Path | None):
+    """The builder's scratch directory: under the stage's work dir, else a temporary one."""
+    if work_dir is not None:
+        yield Path(work_dir) / "onnx_builder_cache"
+    else:
+        with tempfile.TemporaryDirectory(prefix="slmkit-onnx-") as tmp:
+            yield Path(tmp)

@@ -6,33 +6,19 @@ for method gguf, an HF directory at the artifact root for torchao and llmcompres
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-
 from slmkit.context import StageContext, StageOutput
 from slmkit.errors import InputError
-from slmkit.export import card
-from slmkit.export.common import Verifier
 from slmkit.quantize.files import path_size, weights_size
+from slmkit.runtimes import llama_cpp, onnx_genai, pytorch
+from slmkit.runtimes.verify import Verifier
 
 
-@contextmanager
-def builder_cache(ctx: StageContext):
-    """The ONNX builder's scratch directory: the stage's work dir, else a temporary one."""
-    if ctx.work_dir is not None:
-        yield Path(ctx.work_dir) / "onnx_builder_cache"
-    else:
-        with tempfile.TemporaryDirectory(prefix="slmkit-onnx-") as tmp:
-            yield Path(tmp)
-
-
-def _sizes(ctx: StageContext, written: Path) -> dict:
+def _sizes(ctx: StageContext, written) -> dict:
     before, after = weights_size(ctx.input_dir), path_size(written)
     return {"size_before_bytes": before, "size_after_bytes": after, "compression": round(before / max(after, 1), 3)}
 
 
-def _output(ctx, details: dict, verification: dict, written: Path, artifact_type: str, notes: list[str]) -> StageOutput:
+def _output(ctx, details: dict, verification: dict, written, artifact_type: str, notes: list[str]) -> StageOutput:
     details = {**details, **_sizes(ctx, written), "verification": verification}
     metrics = {
         "top1_agreement": verification["top1_agreement"], "max_abs_logit_diff": verification["max_abs_logit_diff"],
@@ -42,13 +28,13 @@ def _output(ctx, details: dict, verification: dict, written: Path, artifact_type
 
 
 def quantize_onnx(ctx: StageContext, cfg) -> StageOutput:
-    from slmkit.quantize.onnx_genai import build_onnx
+    from slmkit.quantize.onnx_genai import build_onnx, builder_cache
 
     out = ctx.out_dir / "onnx"
-    with builder_cache(ctx) as cache:
+    with builder_cache(ctx.work_dir) as cache:
         details = build_onnx(ctx.input_dir, out, cfg, cache)
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("onnx", out, cfg.precision)
-    return _output(ctx, {**details, "path": "onnx"}, result, out, "onnx", [card.onnx_notes("onnx")])
+    return _output(ctx, {**details, "path": "onnx"}, result, out, "onnx", [onnx_genai.card_notes("onnx")])
 
 
 def quantize_gguf(ctx: StageContext, cfg) -> StageOutput:
@@ -59,7 +45,7 @@ def quantize_gguf(ctx: StageContext, cfg) -> StageOutput:
     details = write_gguf(ctx.input_dir, out, cfg)
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("gguf", out, cfg.type)
     rel = f"gguf/{out.name}"
-    return _output(ctx, {**details, "path": rel}, result, out, "gguf", [card.gguf_notes(rel)])
+    return _output(ctx, {**details, "path": rel}, result, out, "gguf", [llama_cpp.card_notes(rel)])
 
 
 def quantize_torchao(ctx: StageContext, cfg) -> StageOutput:
@@ -67,7 +53,7 @@ def quantize_torchao(ctx: StageContext, cfg) -> StageOutput:
 
     details = run_torchao(ctx.input_dir, ctx.out_dir, cfg)
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("hf", ctx.out_dir, cfg.scheme)
-    return _output(ctx, {**details, "path": "."}, result, ctx.out_dir, "model", [card.hf_notes(".")])
+    return _output(ctx, {**details, "path": "."}, result, ctx.out_dir, "model", [pytorch.card_notes(".")])
 
 
 def quantize_llmcompressor(ctx: StageContext, cfg) -> StageOutput:
@@ -83,7 +69,7 @@ def quantize_llmcompressor(ctx: StageContext, cfg) -> StageOutput:
         calibration = [e.input_ids for e in ctx.examples("calibration", tokenizer, max_length=cfg.max_seq_length)]
     details = run_llmc(ctx.input_dir, ctx.out_dir, cfg, calibration)
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("hf", ctx.out_dir, cfg.scheme)
-    return _output(ctx, {**details, "path": "."}, result, ctx.out_dir, "model", [card.hf_notes(".")])
+    return _output(ctx, {**details, "path": "."}, result, ctx.out_dir, "model", [pytorch.card_notes(".")])
 
 
 METHODS = {
@@ -98,6 +84,4 @@ def run(ctx: StageContext) -> StageOutput:
     cfg = ctx.stage.config
     if ctx.input_dir is None:
         raise InputError(f"stage {ctx.stage.name}: quantize needs an input model artifact")
-    if cfg.method not in METHODS:
-        raise InputError(f"quantize method {cfg.method!r} is unknown; expected one of {', '.join(METHODS)}")
     return METHODS[cfg.method](ctx, cfg)

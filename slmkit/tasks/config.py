@@ -1,7 +1,7 @@
 """Recipe sections of predictive tasks: what is scored, how it is prompted, how scores are distilled.
 
 A recipe picks ``task: {kind: ranking | classification, ...}`` beside the default generation
-task (issue 8). The same section drives the teacher and the student: a causal LM reads
+task. The same section drives the teacher and the student: a causal LM reads
 ``template`` and answers with one of the ``verbalizers``; a sequence classifier reads the
 (context, item) pair and its head gives one logit per label (or a single logit for two labels).
 
@@ -152,7 +152,7 @@ def task_stage_problems(task: TaskConfig | str, stages) -> list[tuple[tuple, str
 
     ``stages`` are the recipe's StageSpecs. A generation recipe cannot distill scores and a
     predictive one cannot distill next-token logits; a scorer has no GGUF form and no
-    generation metrics (issue 8).
+    generation metrics.
     """
     predictive = isinstance(task, TaskConfig)
     out = []

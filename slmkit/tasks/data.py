@@ -1,8 +1,8 @@
 """Rows of predictive tasks: (context, item, optional label, optional group), checked on load.
 
-Files go through `datasets` like the rest of slmkit's data (jsonl, json, csv, parquet), and
-every problem names the file and row: a missing context or item, a label outside the declared
-set, a verbalizer that is not one token of the tokenizer (issue 8, "Bad input").
+Files go through slmkit.data's loader like every other split (jsonl, json, csv, parquet; hub
+datasets too), and every problem names the file and row: a missing context or item, a label outside the declared
+set, a verbalizer that is not one token of the tokenizer.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from slmkit.errors import InputError
 
-FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 MAX_PROBLEMS_SHOWN = 10
 
 
@@ -27,23 +26,6 @@ class ScoringRow:
     source: str = ""  # "file:row" (1-based) for error messages
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Raw rows of a data file, through `datasets` (no network: a local file only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: data file not found")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"{path}: unsupported data format {path.suffix!r}; expected one of {sorted(FORMATS)}")
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
-    except Exception as exc:  # datasets raises many types for unreadable files; all are bad input
-        raise InputError(f"{path}: could not read as {fmt}: {exc}") from exc
-    return ds.to_list()
-
-
 def load_rows(
     path: Path,
     labels: Sequence[Any],
@@ -51,9 +33,12 @@ def load_rows(
     require_labels: bool = False,
     fields: dict[str, str] | None = None,
 ) -> list[ScoringRow]:
-    """Read and validate a data file; see :func:`rows_from_records`."""
-    return rows_from_records(read_records(path), labels, source=str(path), require_labels=require_labels,
-                             fields=fields)
+    """Read (through slmkit.data, as every split is) and validate a data file; see :func:`rows_from_records`."""
+    from slmkit.data import SUFFIXES, read_local_rows
+
+    tables = {k: v for k, v in SUFFIXES.items() if v != "text"}  # scored rows need columns
+    records, where = read_local_rows(Path(path), tables)
+    return rows_from_records(records, labels, source=where, require_labels=require_labels, fields=fields)
 
 
 def rows_from_records(

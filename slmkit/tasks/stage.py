@@ -1,13 +1,14 @@
-"""Predictive-task stage bodies, written against the StageContext contract.
+"""The stage kinds of ranking / classification recipes: their one way into distill, export, benchmark.
 
-The pipeline's distill and benchmark stages dispatch here when the recipe's task is ranking or
-classification (issue 8):
+The pipeline runs these in place of the generation stage bodies when the recipe has a
+``task:`` section (``slmkit.stages`` names both); prune and fine-tune work on scorers as on
+any model. Each entry takes the ``StageContext`` and returns a ``StageOutput``:
 
-- :func:`run_score_distill` — teacher scores cached as a ``teacher_scores`` dataset artifact,
-  the student (``ctx.input_dir``: a causal LM, a classifier or a bare encoder) trained on them,
-  written with ``save_model``.
-- :func:`benchmark_scorer` — task metrics of the model and the teacher, ``quality_retained`` on
-  the primary metric, teacher agreement, and scoring speed per backend.
+- :func:`distill` — teacher scores cached as a ``teacher_scores`` dataset artifact, the student
+  (``ctx.input_dir``: a causal LM, a classifier or a bare encoder) trained on them.
+- :func:`export` — ``onnx/scorer.onnx`` + ``scorer.int8.onnx`` verified on eval rows, ``hf/``.
+- :func:`benchmark` — task metrics, teacher agreement, ``quality_retained`` and scoring speed of
+  the teacher and every scorer artifact (``slmkit.benchmark.scoring``), with the usual report.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from slmkit.context import StageContext, StageOutput
 from slmkit.errors import InputError
 from slmkit.tasks import evaluate as E
 from slmkit.tasks.config import ScoreDistillConfig, TaskConfig
-from slmkit.tasks.data import ScoringRow, load_rows, read_records, rows_from_records
+from slmkit.tasks.data import ScoringRow, load_rows, rows_from_records
 from slmkit.tasks.loading import load_scorer
-from slmkit.tasks.metrics import retained
 from slmkit.tasks.scorers import CausalLMScorer
 from slmkit.tasks.train import (
     distill_scorer,
@@ -43,22 +43,14 @@ def task_rows(path: Path, task: TaskConfig, *, require_labels: bool = False) -> 
 
 
 def split_rows(ctx: StageContext, split: str, *, require_labels: bool = False) -> list[ScoringRow]:
-    """Rows of the recipe's ``data.<split>`` (a local file or a hub dataset), validated for its task."""
-    from slmkit.recipe import resolve_data_path
+    """Rows of the recipe's ``data.<split>`` (read by slmkit.data as every split is), validated for its task."""
+    from slmkit.data import read_rows
 
     task, spec = ctx.recipe.predictive, getattr(ctx.recipe.data, split)
     if spec is None:
         raise InputError(f"task {task.kind}: this stage reads data.{split}, which the recipe does not give "
                          "(rows of context, item, label, group; e.g. `{path: builtin:ranking_%s}`)" % split)
-    if spec.hub is not None:
-        import datasets
-
-        records = datasets.load_dataset(spec.hub.name, spec.hub.config, split=spec.hub.split).to_list()
-        source = f"{spec.hub.name}[{spec.hub.split}]"
-    else:
-        path = resolve_data_path(spec.path, ctx.recipe_dir)
-        records, source = read_records(path), str(path)
-    records = records[: spec.max_samples] if spec.max_samples else records
+    records, source = read_rows(spec, ctx.recipe_dir)
     return rows_from_records(records, task.labels, source=source, require_labels=require_labels,
                              fields=_fields(task))
 
@@ -96,12 +88,6 @@ def run_score_distill(ctx: StageContext, task: TaskConfig, cfg: ScoreDistillConf
                                                  "kd": task.kd.model_dump(mode="json")})
 
 
-def quality_retained(model: dict, teacher: dict, task: TaskConfig) -> float | None:
-    """The primary metric of the model as a fraction of the teacher's (inverted for lower-is-better)."""
-    name = task.primary_metric
-    return retained(model.get(name), teacher.get(name), name)
-
-
 def measure_scorer(
     model_dir: Path, rows: Sequence[ScoringRow], task: TaskConfig, *, batch_sizes: Sequence[int] = (1, 16, 64),
     candidates: int = 20, onnx_dir: Path | None = None,
@@ -130,19 +116,6 @@ def measure_scorer(
             "scorer": model.kind}
 
 
-def benchmark_scorer(
-    model_dir: Path, teacher_dir: Path, eval_path: Path, task: TaskConfig, *,
-    batch_sizes: Sequence[int] = (1, 16, 64), candidates: int = 20, onnx_dir: Path | None = None,
-) -> dict:
-    """Quality and speed figures of a scorer model against its teacher, for the benchmark report."""
-    rows = task_rows(eval_path, task, require_labels=True)
-    m = measure_scorer(model_dir, rows, task, batch_sizes=batch_sizes, candidates=candidates, onnx_dir=onnx_dir)
-    t_metrics, _, t_logits = E.evaluate_scorer(load_scorer(teacher_dir, task), rows, task)
-    return {"model": m["metrics"], "teacher": t_metrics, "agreement": E.agreement(m["logits"], t_logits),
-            "quality_retained": quality_retained(m["metrics"], t_metrics, task),
-            "primary_metric": task.primary_metric, "speed": m["speed"], "notes": m["notes"]}
-
-
 def export_scorer_artifact(model_dir: Path, rows: Path | Sequence[ScoringRow], task: TaskConfig, out_dir: Path, *,
                            int8: bool = True, max_rows: int = 64) -> dict:
     """ONNX (and int8) files of a scorer model in ``out_dir``, verified on up to ``max_rows`` rows."""
@@ -150,3 +123,59 @@ def export_scorer_artifact(model_dir: Path, rows: Path | Sequence[ScoringRow], t
 
     rows = (task_rows(rows, task) if isinstance(rows, (str, Path)) else list(rows))[:max_rows]
     return export_and_verify(load_scorer(model_dir, task), rows, out_dir, int8=int8)
+
+
+# ---------------------------------------------------------------- the stage entry points
+
+
+def distill(ctx: StageContext) -> StageOutput:
+    """Distill the teacher's scores on data.train into the input scorer."""
+    if ctx.input_dir is None:
+        raise InputError("distill: no student: give `student:` in the recipe or put a stage before distill")
+    task = ctx.recipe.predictive
+    out = run_score_distill(ctx, task, ctx.stage.config, split_rows(ctx, "train"))
+    out.model_card_notes.append(f"Distilled on teacher scores ({task.kd.kind}) for {out.metrics['steps']} steps.")
+    return out
+
+
+def export(ctx: StageContext) -> StageOutput:
+    """``onnx/scorer.onnx`` + ``scorer.int8.onnx`` verified on eval rows (train rows without an eval
+    split), and ``hf/`` as a byte copy; GGUF is refused at validation."""
+    import shutil
+
+    from slmkit.export.hf import model_files
+    from slmkit.quantize.files import path_size
+
+    if ctx.input_dir is None:
+        raise InputError(f"stage {ctx.stage.name}: export needs an input model artifact")
+    cfg, task, written, metrics = ctx.stage.config, ctx.recipe.predictive, {}, {}
+    if "hf" in cfg.formats:
+        (ctx.out_dir / "hf").mkdir(parents=True)
+        for f in model_files(ctx.input_dir):
+            shutil.copyfile(f, ctx.out_dir / "hf" / f.name)
+        written["hf"] = {"path": "hf", "size_bytes": path_size(ctx.out_dir / "hf")}
+    if "onnx" in cfg.formats:
+        rows = split_rows(ctx, "eval" if ctx.recipe.data.eval is not None else "train")
+        ctx.reporter.info(f"export: writing the {task.kind} scorer as ONNX (+ int8), verified on up to 64 rows")
+        checks = export_scorer_artifact(ctx.input_dir, rows, task, ctx.out_dir / "onnx")
+        written["onnx"] = {"path": "onnx", "size_bytes": path_size(ctx.out_dir / "onnx"), "verification": checks}
+        for precision, check in checks.items():
+            check["path"] = f"onnx/{Path(check['path']).name}"  # the temporary dir is renamed on commit
+            metrics[f"onnx_{precision}_max_abs_score_diff"] = check.get("max_abs_score_diff")
+    metrics.update({f"{fmt}_size_bytes": d["size_bytes"] for fmt, d in written.items()})
+    note = (f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
+            "return label logits.")
+    return StageOutput(metrics=metrics, details={"formats": written, "task": task.kind},
+                       model_card_notes=[note] if "onnx" in written else [])
+
+
+def benchmark(ctx: StageContext) -> StageOutput:
+    """Task metrics and scoring speed of the teacher and every scorer artifact, and the report."""
+    from slmkit.benchmark.scoring import benchmark_scorers
+    from slmkit.benchmark.stage import finish, model_entries
+
+    cfg = ctx.stage.config
+    models = model_entries(ctx.teacher_dir, ctx.extras.get("artifacts", []), cfg.models)
+    rows = split_rows(ctx, "eval", require_labels=True)
+    results = benchmark_scorers(models, rows, ctx.recipe.predictive, cfg, ctx.reporter.info, ctx.recipe.name)
+    return finish(ctx, results, models)

@@ -14,9 +14,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from distill_helpers import job  # noqa: E402
+from distill_helpers import job
 
-from slmkit.distill.trainer import train  # noqa: E402
+from slmkit.distill.trainer import train
 
 
 class SlowReporter:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from benchmark_helpers import chat_examples, smol_tokenizer, tiny_llama, zero_layer
 
-from slmkit.benchmark.backends import TorchLM
 from slmkit.benchmark.quality import EvalSet, build_teacher_targets, evaluate
 from slmkit.data import Example
+from slmkit.runtimes.pytorch import TorchLM
 
 METRICS = ["perplexity", "teacher_agreement", "task"]
 

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 from benchmark_helpers import build_onnx, chat_examples, save_hf, smol_tokenizer, tiny_llama
 
-from slmkit.benchmark.backends import Variant
 from slmkit.benchmark.compare import compare
 from slmkit.benchmark.config import BenchmarkConfig, SpeedConfig
+from slmkit.benchmark.gates import failure_lines
 from slmkit.benchmark.report import render_report
 from slmkit.benchmark.speed import measure_backend, measure_isolated
 from slmkit.benchmark.stage import run
-from slmkit.errors import GateFailed
+from slmkit.runtimes import Variant
 
 
 class PipelineStandIn:
@@ -87,7 +87,7 @@ def _speed(**kw) -> dict:
     return {**base, **kw}
 
 
-def test_stage_writes_report_then_fails_gate_with_exit_3(models, tmp_path):
+def test_stage_writes_report_and_hands_back_failed_gates(models, tmp_path):
     cfg = BenchmarkConfig(
         eval_samples=4,
         max_new_tokens=4,
@@ -101,12 +101,12 @@ def test_stage_writes_report_then_fails_gate_with_exit_3(models, tmp_path):
         {"id": "export/v1", "stage": "export", "kind": "export", "path": models.export, "manifest": {}},
     ]
     ctx = PipelineStandIn(tmp_path, models.teacher, artifacts, cfg, chat_examples(models.tok))
-    with pytest.raises(GateFailed) as err:
-        run(ctx)
-    assert err.value.exit_code == 3
-    assert re.search(r"quality_retained = [\d.]+, needs >=1.5 \(missed by [\d.]+\)", str(err.value))
-    assert "size_ratio" not in str(err.value)
-    assert err.value.output.artifact_type == "report"
+    output = run(ctx)  # a missed gate is data: the pipeline decides the exit code after committing
+    assert output.artifact_type == "report"
+    verdicts = {g["figure"]: g for g in output.details["gates"]}
+    assert not verdicts["quality_retained"]["passed"] and verdicts["size_ratio"]["passed"]
+    lines = failure_lines(output.details["gates"])
+    assert len(lines) == 1 and re.search(r"quality_retained = [\d.]+, needs >=1.5 \(missed by [\d.]+\)", lines[0])
 
     r = json.loads((ctx.out_dir / "results.json").read_text())
     assert set(r["headline"]) >= {"quality_retained", "decode_speedup", "size_ratio", "params_ratio"}

@@ -83,3 +83,22 @@ def test_batch_that_cannot_fit_is_refused_before_training(tmp_path, tiny_llama_d
     r = runner.invoke(app, ["distill", str(_recipe(tmp_path, tiny_llama_dir, stage))])
     assert r.exit_code == 2 and "gradient_checkpointing" in r.output
     assert _artifact(tmp_path) is None
+
+
+def test_offline_cache_reports_the_live_teachers_eval_kl_at_any_temperature(tmp_path, tiny_llama_dir):
+    # with k = the whole vocabulary the cache is exact, so both modes train the same student and
+    # must report the same eval KL; the eval KL is at T = 1 in both, whatever the loss temperature
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tiny_llama_dir))
+    stage = "max_steps: 1, batch_size: 2, eval_every: 1, eval_examples: 3, precision: fp32, loss: {temperature: 2.0}"
+    kls = {}
+    for mode in ("off_policy", "offline_teacher"):
+        where = tmp_path / mode
+        where.mkdir()
+        extra = f", teacher_cache: {{top_k: {vocab}}}" if mode == "offline_teacher" else ""
+        r = runner.invoke(app, ["distill", str(_recipe(where, tiny_llama_dir, f"{stage}, data: {mode}{extra}"))])
+        assert r.exit_code == 0, r.output
+        kls[mode] = json.loads((_artifact(where) / "metrics.jsonl").read_text().splitlines()[-1])["eval_kl"]
+    assert kls["off_policy"] > 0
+    assert kls["offline_teacher"] == pytest.approx(kls["off_policy"], rel=1e-3)

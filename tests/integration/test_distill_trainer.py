@@ -12,10 +12,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distill_helpers import VOCAB, job  # noqa: E402
+from distill_helpers import VOCAB, job
 
-from slmkit.distill.trainer import latest_checkpoint, train  # noqa: E402
-from slmkit.errors import SlmkitError  # noqa: E402
+from slmkit.distill.trainer import latest_checkpoint, train
+from slmkit.errors import SlmkitError
 
 SCRIPT = Path(__file__).with_name("distill_run.py")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -12,9 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/export_hel
 from export_helpers import save_small_bpe_tokenizer, save_smollm2_tokenizer, save_tiny_model
 
 from slmkit.errors import InputError
-from slmkit.export.config import GgufOptions, VerifyConfig
-from slmkit.export.verify import VerificationFailed, reference_logits, verify_artifact
+from slmkit.quantize.config import GgufOptions
 from slmkit.quantize.gguf_writer import write_gguf
+from slmkit.runtimes.config import VerifyConfig
+from slmkit.runtimes.verify import VerificationFailed, reference_logits, verify_artifact
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 # the trained test tokenizer has GPT-2's byte-level pre-tokenizer but its own vocabulary
@@ -111,7 +112,7 @@ _DISK_FULL_SCRIPT = """
 import resource, signal, sys
 from pathlib import Path
 from slmkit.errors import SlmkitError
-from slmkit.export.config import GgufOptions
+from slmkit.quantize.config import GgufOptions
 from slmkit.quantize.gguf_writer import write_gguf
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # get EFBIG instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))   # any file past 16 KiB: 'disk full'

@@ -12,10 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/export_hel
 from export_helpers import save_small_bpe_tokenizer, save_tiny_model
 
 from slmkit.errors import InputError
-from slmkit.export.card import onnx_notes
-from slmkit.export.config import OnnxOptions, VerifyConfig
-from slmkit.export.verify import VerificationFailed, reference_logits, verify_artifact
+from slmkit.quantize.config import OnnxOptions
 from slmkit.quantize.onnx_genai import build_onnx
+from slmkit.runtimes.config import VerifyConfig
+from slmkit.runtimes.onnx_genai import card_notes as onnx_notes
+from slmkit.runtimes.verify import VerificationFailed, reference_logits, verify_artifact
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 CFG = VerifyConfig(new_tokens=8)

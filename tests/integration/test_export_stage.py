@@ -12,9 +12,9 @@ from export_helpers import save_small_bpe_tokenizer, save_tiny_model, stage_cont
 from slmkit.errors import InputError
 from slmkit.export import stage as export_stage
 from slmkit.export.config import ExportConfig
-from slmkit.export.verify import VerificationFailed
 from slmkit.quantize import stage as quantize_stage
 from slmkit.quantize.config import QuantizeConfig
+from slmkit.runtimes.verify import VerificationFailed
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 VERIFY = {"new_tokens": 6, "prompts": ["The capital of France is", "def fibonacci(n):"]}

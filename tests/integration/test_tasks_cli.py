@@ -1,6 +1,6 @@
 """A ranking recipe end to end through the real CLI: tiny Llama scorer teacher, tiny BERT encoder student.
 
-Covers the wiring of issue 8: `task:` in the recipe, score_kd distill, scorer ONNX export,
+Covers the wiring of predictive tasks: `task:` in the recipe, score_kd distill, scorer ONNX export,
 the scoring benchmark report, and bad input (exit 2, or notes in the report).
 """
 
@@ -122,7 +122,11 @@ def test_gate_on_auc_fails_with_exit_3(tmp_path, tiny_llama_dir, encoder_dir):
                   stages=stages)
     res = runner.invoke(app, ["run", str(path)])
     assert res.exit_code == 3, res.output
-    assert "auc" in res.output
+    assert res.output.count("benchmark gate(s) failed") == 1 and res.output.count("auc = ") == 1, res.output
+    reports = list((tmp_path / "runs").rglob("benchmark/v1/results.json"))
+    assert len(reports) == 1  # the report artifact was committed before the run failed
+    again = runner.invoke(app, ["run", str(path)])  # a cached report still fails its gate
+    assert again.exit_code == 3 and "cached: reusing" in again.output, again.output
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,12 @@ from slmkit.tasks.config import TaskConfig
 from slmkit.tasks.data import ScoringRow
 from slmkit.tasks.prefix import score_rows_shared
 from slmkit.tasks.scorers import make_scorer, score_rows
-from tests.tasks_helpers import single_thread  # noqa: F401
-from tests.tasks_helpers import GGUF_NAME, smol_tokenizer, smollm2_dir
+from tests.tasks_helpers import (
+    GGUF_NAME,
+    single_thread,  # noqa: F401
+    smol_tokenizer,
+    smollm2_dir,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 

@@ -14,7 +14,7 @@ from slmkit.progress import Reporter
 from slmkit.tasks.config import ScoreDistillConfig, TaskConfig
 from slmkit.tasks.loading import architecture, load_scorer
 from slmkit.tasks.scorers import ClassifierScorer
-from slmkit.tasks.stage import benchmark_scorer, export_scorer_artifact, run_score_distill
+from slmkit.tasks.stage import export_scorer_artifact, measure_scorer, run_score_distill, task_rows
 from tests.tasks_helpers import (
     minilm_dir,
     single_thread,  # noqa: F401
@@ -80,10 +80,11 @@ def test_distill_encoder_student_reuses_teacher_cache_and_benchmarks(tmp_path, m
 
     onnx = export_scorer_artifact(ctx2.out_dir, train, task, tmp_path / "onnx", max_rows=12)
     assert onnx["fp32"]["max_abs_score_diff"] < 1e-3
-    report = benchmark_scorer(ctx2.out_dir, teacher, train, task, batch_sizes=(1, 8), candidates=10,
-                              onnx_dir=tmp_path / "onnx")
-    for who in ("model", "teacher"):
-        assert 0.0 <= report[who]["ndcg@5"] <= 1.0 and 0.0 <= report[who]["auc"] <= 1.0
-    assert report["quality_retained"] == pytest.approx(report["model"]["ndcg@5"] / report["teacher"]["ndcg@5"])
-    assert set(report["speed"]) == {"torch", "onnxruntime:scorer.onnx", "onnxruntime:scorer.int8.onnx"}
-    assert report["speed"]["torch"]["items_per_s@bs8"] > 0
+    rows = task_rows(train, task, require_labels=True)
+    model = measure_scorer(ctx2.out_dir, rows, task, batch_sizes=(1, 8), candidates=10, onnx_dir=tmp_path / "onnx")
+    teacher_m = measure_scorer(teacher, rows, task, batch_sizes=(1,), candidates=10)
+    for figures in (model["metrics"], teacher_m["metrics"], *model["onnx_metrics"].values()):
+        assert 0.0 <= figures["ndcg@5"] <= 1.0 and 0.0 <= figures["auc"] <= 1.0
+    assert model["onnx_metrics"]["scorer.onnx"]["auc"] == pytest.approx(model["metrics"]["auc"], abs=1e-6)
+    assert set(model["speed"]) == {"torch", "onnxruntime:scorer.onnx", "onnxruntime:scorer.int8.onnx"}
+    assert model["speed"]["torch"]["items_per_s@bs8"] > 0

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from slmkit.benchmark.config import BenchmarkConfig, SpeedConfig
-from slmkit.benchmark.gates import check_gate, evaluate_gates, failure_message, parse_gate
+from slmkit.benchmark.gates import check_gate, evaluate_gates, failure_lines, failure_message, parse_gate
 
 
 def test_defaults_validate():
@@ -64,13 +64,12 @@ def test_gate_parsing_and_margins():
     assert check_gate(g, None)["passed"] is False  # an unmeasured figure never passes
 
 
-def test_failure_message_names_figure_and_shortfall():
-    verdicts = evaluate_gates(
-        {"quality_retained": ">=0.92", "decode_speedup": ">=4", "size_ratio": "<=0.5"},
-        {"quality_retained": 0.95, "decode_speedup": 3.1, "size_ratio": None},
-    )
-    msg = failure_message(verdicts)
+def test_failure_message_names_figure_and_shortfall_once():
+    cfg = BenchmarkConfig(gates={"quality_retained": ">=0.92", "decode_speedup": ">=4", "size_ratio": "<=0.5"})
+    verdicts = evaluate_gates(cfg.parsed_gates, {"quality_retained": 0.95, "decode_speedup": 3.1, "size_ratio": None})
+    msg = failure_message(failure_lines(verdicts))
     assert "decode_speedup = 3.1, needs >=4 (missed by 0.9)" in msg
     assert "size_ratio was not measured" in msg
     assert "quality_retained" not in msg
-    assert failure_message(verdicts[:1]) is None
+    assert msg.count("benchmark gate(s) failed") == 1 and msg.count("\n  - ") == 2
+    assert failure_lines(verdicts[:1]) == []

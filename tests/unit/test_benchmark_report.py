@@ -51,7 +51,7 @@ def _entry(model, fmt, backend, decode, rss, size):
 
 
 def make_results():
-    q = lambda agree, ppl: {"top1_agreement": agree, "teacher_kl": 1 - agree, "perplexity": ppl}  # noqa: E731
+    q = lambda agree, ppl: {"top1_agreement": agree, "teacher_kl": 1 - agree, "perplexity": ppl}
     r = {
         "schema_version": SCHEMA_VERSION,
         "recipe": "demo",

@@ -3,8 +3,14 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from slmkit.export.config import ExportConfig, OnnxOptions
-from slmkit.quantize.config import GgufQuantConfig, OnnxQuantConfig, QuantizeConfig, TorchaoQuantConfig
+from slmkit.export.config import ExportConfig
+from slmkit.quantize.config import (
+    GgufQuantConfig,
+    OnnxOptions,
+    OnnxQuantConfig,
+    QuantizeConfig,
+    TorchaoQuantConfig,
+)
 from slmkit.quantize.onnx_genai import builder_options
 
 ADAPTER = TypeAdapter(QuantizeConfig)
@@ -43,8 +49,8 @@ def test_export_formats_unique_and_known():
 
 
 def test_every_field_is_documented():
-    from slmkit.export.config import GgufOptions, VerifyConfig
-    from slmkit.quantize.config import LlmCompressorQuantConfig
+    from slmkit.quantize.config import GgufOptions, LlmCompressorQuantConfig
+    from slmkit.runtimes.config import VerifyConfig
 
     for cls in (OnnxQuantConfig, GgufQuantConfig, TorchaoQuantConfig, LlmCompressorQuantConfig,
                 ExportConfig, VerifyConfig, GgufOptions):

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from slmkit.errors import InputError
-from slmkit.export.config import GgufOptions, VerifyConfig
-from slmkit.export.verify import compare_logits, judge
+from slmkit.quantize.config import GgufOptions
 from slmkit.quantize.gguf_writer import encode_tensor, permute_qk, tensor_type
+from slmkit.runtimes.config import VerifyConfig
+from slmkit.runtimes.verify import compare_logits, judge
 
 
 def permute_reference(w: np.ndarray, n_head: int) -> np.ndarray:

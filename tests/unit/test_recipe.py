@@ -163,3 +163,20 @@ def test_input_may_name_the_sources_and_reserved_names_are_refused():
     assert r.stages[2].input == "teacher"
     found = problems(GOOD.replace("name: onpolicy", "name: source"))
     assert any("reserved" in p for p in found)
+
+
+@pytest.mark.parametrize("recipe", ["recipes/quickstart.yaml", "recipes/ranking-quickstart.yaml"])
+def test_validate_never_imports_torch(recipe):
+    # a fresh process: other tests of this session have imported torch already
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys\nfrom slmkit.cli import main\nsys.argv = ['slmkit', 'validate', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('torch imported:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(root / recipe)], capture_output=True, text=True,
+                         check=False, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "valid" in out.stdout and "torch imported: False" in out.stdout, out.stdout

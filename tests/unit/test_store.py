@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from slmkit.artifacts import MANIFEST, Store, content_hash, file_hashes, lineage, read_manifest, safe_component
+from slmkit.artifacts import (
+    MANIFEST,
+    Store,
+    content_hash,
+    file_hashes,
+    lineage,
+    read_manifest,
+    safe_component,
+)
 from slmkit.errors import InputError
 
 

@@ -58,7 +58,7 @@ def test_missing_context_column_and_required_labels():
 
 
 def test_missing_file_and_unknown_format(tmp_path):
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="does not exist"):
         load_rows(tmp_path / "nope.jsonl", [0, 1])
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(InputError, match="unsupported data format"):

@@ -1,0 +1,103 @@
+"""llama.cpp through its Python bindings (``llama_cpp``): the runtime GGUF files are written for."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from slmkit.runtimes.base import BatchDoesNotFit, Variant
+from slmkit.runtimes.files import check_gguf_file
+
+INSTALL_HINT = "llama-cpp-python is not installed (pip install 'slmkit[llamacpp]')"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class LlamaCppLM:
+    """Quality through llama.cpp; one sequence at a time, as its API allows."""
+
+    backend = "llama_cpp"
+    hf_dir = None
+
+    def __init__(self, gguf_file: Path, n_ctx: int = 2048, threads: int | None = None):
+        from llama_cpp import Llama
+
+        check_gguf_file(gguf_file)
+        self.llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, logits_all=True, n_threads=threads, verbose=False)
+        self.eos = {int(self.llm.token_eos())}
+
+    def logits(self, seqs: list[list[int]]):
+        import numpy as np
+        import torch
+
+        out = []
+        for s in seqs:
+            self.llm.reset()
+            self.llm.eval(s)
+            out.append(torch.from_numpy(np.array(self.llm.scores[: len(s)], dtype=np.float32)))
+        return out
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        out = []
+        for p in prompts:
+            self.llm.reset()
+            ids = []
+            for t in self.llm.generate(p, top_k=1, temp=0.0, reset=True):
+                ids.append(int(t))
+                if t in self.eos or len(ids) >= max_new_tokens:
+                    break
+            out.append(ids)
+        return out
+
+
+def load_lm(variant: Variant, device: str = "cpu", threads: int | None = None, n_ctx: int = 2048) -> LlamaCppLM:
+    return LlamaCppLM(variant.path, n_ctx=n_ctx, threads=threads)
+
+
+class LlamaCppSession:
+    """Its Python API holds one sequence per context, so batch 1 only."""
+
+    dims = None
+    serves_concurrently = False
+
+    def __init__(self, variant: Variant, n_ctx: int, threads: int | None):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(variant.path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+
+    def sync(self) -> None:
+        pass
+
+    def start(self, batch) -> Any:
+        import numpy as np
+
+        if len(batch) != 1:
+            raise BatchDoesNotFit("llama-cpp-python's API runs one sequence per context (batch 1 only)")
+        self.llm.reset()
+        self.llm.eval(list(map(int, batch[0])))
+        return [int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))]
+
+    def step(self, state) -> None:
+        import numpy as np
+
+        self.llm.eval([state[0]])
+        state[0] = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+
+
+def card_notes(gguf_rel: str) -> str:
+    return (
+        "### Run the GGUF file with llama.cpp\n\n"
+        "```bash\n"
+        f"llama-cli -m {gguf_rel} -cnv -p \"You are a helpful assistant.\" -n 128\n"
+        f"llama-server -m {gguf_rel} --port 8080   # OpenAI-compatible HTTP API\n"
+        "```\n\n"
+        "or from Python (`pip install llama-cpp-python`):\n\n"
+        "```python\n"
+        "from llama_cpp import Llama\n"
+        f"llm = Llama(model_path=\"{gguf_rel}\", n_ctx=2048)\n"
+        "print(llm.create_chat_completion(messages=[{\"role\": \"user\", \"content\": \"Hello!\"}], max_tokens=64))\n"
+        "```"
+    )
