@@ -4,10 +4,48 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from slmkit.runtimes.config import VerifyConfig
 from slmkit.schema import StrictModel
+
+
+class CalibrationConfig(StrictModel):
+    """Calibrated rounding of 4-/8-bit weights onto the target format's own grid, on `data.calibration`.
+
+    ```yaml
+    onnx: {precision: int4, calibration: quantease}            # or {method: gptq, samples: 128}
+    ```
+
+    Layer by layer (GPTQ's order): each linear is quantized to minimise its output error on the
+    calibration inputs, which come from the model with the earlier layers already quantized.
+    """
+
+    method: Literal["rtn", "gptq", "quantease"] = Field(
+        "rtn", description="`rtn`: round to nearest, no data (the runtime's own quantizer); `gptq`: Frantar et "
+        "al. 2022; `quantease`: coordinate descent on the same objective (Behdin et al. 2023), started from GPTQ.")
+    samples: int = Field(128, ge=1, description="Calibration blocks of `seq_len` tokens cut from data.calibration "
+                         "(fewer when the data is shorter).")
+    seq_len: int = Field(512, ge=16, description="Tokens per calibration block.")
+    passes: int = Field(3, ge=1, le=50, description="QuantEase coordinate-descent passes over each weight.")
+    init: Literal["gptq", "rtn"] = Field("gptq", description="QuantEase's starting point.")
+    percdamp: float = Field(0.01, ge=0, le=1, description="GPTQ dampening, as a share of the Hessian's mean diagonal.")
+    act_order: bool = Field(False, description="GPTQ: quantize columns by decreasing Hessian diagonal (scales "
+                            "fixed up front, since the runtimes store no column permutation).")
+    lm_head: bool = Field(True, description="Calibrate the output projection too (with tied embeddings the "
+                          "ONNX graph gathers the embedding from the same quantized matrix).")
+    batch_size: int = Field(8, ge=1, description="Calibration blocks per forward pass.")
+    dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="Precision of the calibration forward passes (bf16 autocast: AMX on CPU; the "
+        "Hessians are summed in fp32 and the weights quantized in fp32 either way).")
+
+
+def _calibration_shorthand(value):
+    # `calibration: quantease` is short for `calibration: {method: quantease}`
+    return {"method": value} if isinstance(value, str) else value
+
+
+Calibration = Annotated[CalibrationConfig, BeforeValidator(_calibration_shorthand)]
 
 
 class OnnxOptions(StrictModel):
@@ -28,12 +66,22 @@ class OnnxOptions(StrictModel):
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 4 = int8 activations (fastest on CPU), 1 = fp32, 0 = builder default."
     )
+    calibration: Calibration = Field(
+        default_factory=CalibrationConfig, description="How int4 / int8 weights are rounded: `rtn` (default), "
+        "`gptq` or `quantease` on calibration data; the graph is the builder's with the MatMulNBits weights "
+        "replaced, so decode speed is unchanged.")
 
     @model_validator(mode="after")
     def _valid_combination(self) -> OnnxOptions:
         # onnxruntime has no fp16 CPU kernels for the attention ops the builder emits
         if self.precision == "fp16" and self.execution_provider == "cpu":
             raise ValueError("precision fp16 needs execution_provider: cuda; on cpu use fp32, int8 or int4")
+        if self.calibration.method != "rtn" and self.precision not in ("int4", "int8"):
+            raise ValueError(f"calibration.method {self.calibration.method} rounds int4 / int8 weights; precision "
+                             f"{self.precision} has none (use calibration: rtn, or precision int4 / int8)")
+        if self.calibration.method != "rtn" and self.algo != "default":
+            raise ValueError(f"calibration.method {self.calibration.method} replaces the builder's rounding: use "
+                             f"algo: default with it (algo {self.algo} picks its own scales)")
         return self
 
 
@@ -50,6 +98,16 @@ class GgufOptions(StrictModel):
         None, description="llama.cpp pre-tokenizer name (e.g. `llama-bpe`, `qwen2`, `smollm`); default: detected "
         "from the tokenizer as llama.cpp's converter does. Set it for a tokenizer slmkit does not recognise.",
     )
+    calibration: Calibration = Field(
+        default_factory=CalibrationConfig, description="How Q4_0 / Q8_0 weights of the decoder's linears are "
+        "rounded: `rtn` (default, llama.cpp's own), `gptq` or `quantease` on calibration data (Q4_0 / Q8_0 only).")
+
+    @model_validator(mode="after")
+    def _calibrated_types(self) -> GgufOptions:
+        if self.calibration.method != "rtn" and self.type not in ("Q4_0", "Q8_0"):
+            raise ValueError(f"calibration.method {self.calibration.method} writes Q4_0 or Q8_0 blocks; type "
+                             f"{self.type} is not one (asymmetric and k-quant grids are not calibrated)")
+        return self
 
 
 def _verify_field():

@@ -213,8 +213,12 @@ def write_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str | None = 
     return pre
 
 
-def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int):
-    """Yield (gguf name, fp32 numpy array) in llama.cpp's layout; a tied lm_head is skipped."""
+def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int, codes: dict | None = None):
+    """Yield (gguf name, fp32 numpy array or calibrated QuantizedWeight) in llama.cpp's layout.
+
+    A tied lm_head is skipped; a linear with calibrated ``codes`` yields them, rows permuted like the
+    weight would be (the permutation moves whole rows, so each row's blocks stay intact).
+    """
     import gguf
 
     arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
@@ -229,12 +233,50 @@ def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int):
         name = name_map.get_name(base)
         if name is None:
             raise InputError(f"tensor {hf_name} has no GGUF name for architecture {arch}; is the checkpoint modified?")
+        heads = n_head if base.endswith("self_attn.q_proj") else n_kv if base.endswith("self_attn.k_proj") else 0
+        if codes and suffix == "weight" and base in codes:
+            yield f"{name}.{suffix}", _permute_codes(codes[base], heads if permute else 0)
+            continue
         arr = tensor.float().numpy()
-        if permute and base.endswith("self_attn.q_proj"):
-            arr = permute_qk(arr, n_head)
-        elif permute and base.endswith("self_attn.k_proj"):
-            arr = permute_qk(arr, n_kv)
-        yield f"{name}.{suffix}", arr
+        yield f"{name}.{suffix}", permute_qk(arr, heads) if permute and heads else arr
+
+
+def _permute_codes(qw, heads: int):
+    if not heads:
+        return qw
+    import torch
+
+    from slmkit.quantize.grids import QuantizedWeight
+
+    rows = torch.from_numpy(permute_qk(torch.arange(qw.q.shape[0]).numpy(), heads).copy())
+    return QuantizedWeight(qw.q[rows], qw.scale[rows], None if qw.zero is None else qw.zero[rows], qw.grid)
+
+
+def calibration_targets(state: dict, config: dict, opts: GgufOptions) -> dict:
+    """The decoder's linears (token embedding and output stay at ``output_type``), on the type's grid."""
+    from slmkit.quantize.grids import grid_for
+
+    grid = grid_for("gguf", 4 if opts.type == "Q4_0" else 8, 32)
+    out = {}
+    for name, t in state.items():
+        base = name.removesuffix(".weight")
+        if name.endswith(".weight") and t.dim() == 2 and ".layers." in base and t.shape[1] % 32 == 0:
+            out[base] = grid
+    return out
+
+
+def _encoded(name: str, arr, opts: GgufOptions):
+    """(GGML type, bytes or floats to store) of one tensor: calibrated codes are packed as they are."""
+    from gguf import GGMLQuantizationType as T
+
+    from slmkit.quantize.grids import QuantizedWeight
+
+    if isinstance(arr, QuantizedWeight):
+        from slmkit.quantize.packing import gguf_pack
+
+        return T[opts.type], gguf_pack(arr)
+    qtype = tensor_type(name, arr.shape, opts)
+    return qtype, encode_tensor(arr, qtype)
 
 
 def _load_state(model_dir: Path) -> dict:
@@ -249,8 +291,12 @@ def _load_state(model_dir: Path) -> dict:
     return state
 
 
-def write_gguf(model_dir: Path, out_path: Path, opts: GgufOptions) -> dict:
-    """Write ``model_dir`` (an HF causal LM directory) as one GGUF file; returns manifest details."""
+def write_gguf(model_dir: Path, out_path: Path, opts: GgufOptions, calibration=None) -> dict:
+    """Write ``model_dir`` (an HF causal LM directory) as one GGUF file; returns manifest details.
+
+    ``calibration``: a ``slmkit.quantize.calibrate.Calibrator``, needed when
+    ``opts.calibration.method`` is not rtn: the decoder's Q4_0 / Q8_0 blocks then hold calibrated codes.
+    """
     import gguf
 
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -262,18 +308,24 @@ def write_gguf(model_dir: Path, out_path: Path, opts: GgufOptions) -> dict:
     writer = gguf.GGUFWriter(out_path, arch)
     write_hparams(writer, arch, config, model_dir / "config.json", file_type)
     pre = write_tokenizer(writer, model_dir, config["vocab_size"], opts.tokenizer_pre)
+    state = _load_state(model_dir)
+    codes, summary = None, None
+    if opts.calibration.method != "rtn":
+        if calibration is None:
+            raise InputError("gguf calibration needs calibration data; the stage passes it (see Calibrator)")
+        codes, summary = calibration.run(model_dir, calibration_targets(state, config, opts), opts.calibration, "gguf")
     counts: dict[str, int] = {}
-    for name, arr in gguf_tensors(_load_state(model_dir), config, arch, config["num_hidden_layers"]):
-        qtype = tensor_type(name, arr.shape, opts)
+    for name, arr in gguf_tensors(state, config, arch, config["num_hidden_layers"], codes):
+        qtype, data = _encoded(name, arr, opts)
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
-        writer.add_tensor(name, encode_tensor(arr, qtype), raw_dtype=qtype if qtype not in (0, 1) else None)
+        writer.add_tensor(name, data, raw_dtype=qtype if qtype not in (0, 1) else None)
     with disk_errors(out_path, "gguf export"):
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
     return {
-        "architecture": arch, "type": opts.type, "tensor_types": counts, "tokenizer_pre": pre,
+        "architecture": arch, "type": opts.type, "tensor_types": counts, "tokenizer_pre": pre, "calibration": summary,
         "block_size": gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[opts.type]][0],
         "bits": {"F32": 32, "F16": 16, "Q8_0": 8, "Q4_0": 4, "Q4_K": 4}[opts.type],
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -76,8 +77,13 @@ def _quiet_builder():
             lg.setLevel(level)
 
 
-def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Path) -> dict:
-    """Build the ONNX GenAI directory ``out_dir`` from an HF causal LM; returns manifest details."""
+def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Path, calibration=None) -> dict:
+    """Build the ONNX GenAI directory ``out_dir`` from an HF causal LM; returns manifest details.
+
+    ``calibration``: a ``Calibrator`` (the stage's calibration data and work directory), needed when
+    ``opts.calibration.method`` is not rtn: the builder's MatMulNBits weights are then replaced by
+    the calibrated codes, so the graph and its operators, and with them the decode speed, stay the same.
+    """
     from onnxruntime_genai.models import builder
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -97,6 +103,11 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
             raise SlmkitError(f"onnxruntime-genai builder failed on {model_dir}: {e}\n{tail}") from e
     if not (out_dir / "genai_config.json").is_file():
         raise SlmkitError(f"onnxruntime-genai builder wrote no genai_config.json into {out_dir}")
+    calibrated = _calibrate(model_dir, out_dir, opts, calibration) if opts.calibration.method != "rtn" else None
+    return {"calibration": calibrated, **_details(opts)}
+
+
+def _details(opts: OnnxOptions) -> dict:
     return {
         "precision": opts.precision, "execution_provider": opts.execution_provider, "bits": _BITS[opts.precision],
         "block_size": opts.block_size if opts.precision in ("int4", "int8") else None,
@@ -113,3 +124,121 @@ def builder_cache(work_dir: Path | None):
     else:
         with tempfile.TemporaryDirectory(prefix="slmkit-onnx-") as tmp:
             yield Path(tmp)
+
+
+# ---------------------------------------------------------------- calibrated weights in the built graph
+
+
+def _calibrate(model_dir: Path, out_dir: Path, opts: OnnxOptions, calibration) -> dict:
+    from slmkit.models import load_model
+
+    if calibration is None:
+        raise SlmkitError("onnx calibration needs calibration data; the stage passes it (see Calibrator)")
+    modules = {n for n, _ in load_model(model_dir, "float32", "cpu").named_modules()}
+    nodes = matmul_nbits(out_dir, modules)
+    lm_head = [n for n in nodes if n["modules"] == ["lm_head"]]
+    targets = {m: node_grid(n) for n in nodes for m in n["modules"]
+               if opts.calibration.lm_head or n not in lm_head}
+    codes, summary = calibration.run(model_dir, targets, opts.calibration, "onnx")
+    summary["nodes_replaced"] = write_matmul_weights(out_dir, nodes, codes)
+    return summary
+
+
+def _hf_modules(b_name: str, modules: set[str]) -> list[str]:
+    """The HF linears behind a MatMulNBits weight (``model.layers.0.attn.qkv_proj.MatMul.weight_Q4``):
+    the builder names attention ``attn`` and fuses q, k and v into one MatMul."""
+    base = b_name.split(".MatMul.")[0].replace(".attn.", ".self_attn.")
+    if base in modules:
+        return [base]
+    parts = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+    head, _, last = base.rpartition(".")
+    names = [f"{head}.{p}" for p in parts.get(last, ())]
+    if names and all(n in modules for n in names):
+        return names
+    raise SlmkitError(f"MatMulNBits weight {b_name} maps to no linear of the model (looked for {base})")
+
+
+def matmul_nbits(onnx_dir: Path, modules: set[str]) -> list[dict]:
+    """Each MatMulNBits node of the graph: its initializers, K, N, bits, block size and HF linears."""
+    import onnx
+
+    graph = onnx.load(str(Path(onnx_dir) / _decoder_file(onnx_dir)), load_external_data=False).graph
+    out = []
+    for node in graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        inputs = list(node.input) + [""] * 4
+        out.append({"node": node.name, "b": inputs[1], "scales": inputs[2], "zero_points": inputs[3] or None,
+                    "k": attrs["K"], "n": attrs["N"], "bits": attrs["bits"], "block_size": attrs["block_size"],
+                    "modules": _hf_modules(inputs[1], modules)})
+    return out
+
+
+def _decoder_file(onnx_dir: Path) -> str:
+    return json.loads((Path(onnx_dir) / "genai_config.json").read_text())["model"]["decoder"]["filename"]
+
+
+def node_grid(node: dict):
+    from slmkit.quantize.grids import grid_for
+
+    return grid_for("onnx", node["bits"], node["block_size"], symmetric=node["zero_points"] is None)
+
+
+def write_matmul_weights(onnx_dir: Path, nodes: list[dict], codes: dict) -> int:
+    """Replace the B / scales / zero points of every node whose linears all have codes; returns how many.
+
+    Fused nodes (q/k/v) take their linears' codes stacked in the builder's row order.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from slmkit.quantize.grids import QuantizedWeight
+    from slmkit.quantize.packing import onnx_pack
+
+    onnx_dir = Path(onnx_dir)
+    model = onnx.load(str(onnx_dir / _decoder_file(onnx_dir)), load_external_data=True)
+    inits = {i.name: i for i in model.graph.initializer}
+    replaced = 0
+    for node in nodes:
+        parts = [codes.get(m) for m in node["modules"]]
+        if any(p is None for p in parts):
+            continue
+        zero = None if parts[0].zero is None else torch_cat([p.zero for p in parts])
+        qw = QuantizedWeight(torch_cat([p.q for p in parts]), torch_cat([p.scale for p in parts]), zero, parts[0].grid)
+        for key, array in zip(("b", "scales", "zero_points"), onnx_pack(qw)):
+            if node[key] is not None:
+                old = inits[node[key]]
+                old.CopyFrom(numpy_helper.from_array(array.reshape(tuple(old.dims)), old.name))
+        replaced += 1
+    _save_external(model, onnx_dir)
+    return replaced
+
+
+def torch_cat(parts):
+    import torch
+
+    return torch.cat(parts, dim=0)
+
+
+def _save_external(model, onnx_dir: Path) -> None:
+    # overwritten in place: the graph is in memory, and the export writes into the stage's
+    # temporary directory, which only becomes an artifact when everything was written and verified
+    import onnx
+
+    name = _decoder_file(onnx_dir)
+    onnx.save_model(model, str(onnx_dir / name), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{name}.data", size_threshold=1024)
+
+
+def read_matmul_weights(onnx_dir: Path, nodes: list[dict]) -> dict:
+    """node name -> the QuantizedWeight its initializers hold (for checking a written graph)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from slmkit.quantize.packing import onnx_unpack
+
+    model = onnx.load(str(Path(onnx_dir) / _decoder_file(onnx_dir)), load_external_data=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n["node"]: onnx_unpack(inits[n["b"]], inits[n["scales"]], inits.get(n["zero_points"]), node_grid(n),
+                                   n["k"], n["n"]) for n in nodes}

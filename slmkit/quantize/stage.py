@@ -6,11 +6,26 @@ for method gguf, an HF directory at the artifact root for torchao and llmcompres
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from slmkit.context import StageContext, StageOutput
 from slmkit.errors import InputError
 from slmkit.quantize.files import path_size, weights_size
 from slmkit.runtimes import llama_cpp, onnx_genai, pytorch
 from slmkit.runtimes.verify import Verifier
+
+
+def calibrator(ctx: StageContext):
+    """The stage's calibration data (read only if a writer calibrates) and where calibration resumes from."""
+    from slmkit.quantize.calibrate import Calibrator
+
+    def streams() -> list[list[int]]:
+        from slmkit.models import load_tokenizer
+
+        return [e.input_ids for e in ctx.examples("calibration", load_tokenizer(ctx.input_dir))]
+
+    work = Path(ctx.work_dir) if ctx.work_dir else ctx.out_dir.parent / f".{ctx.out_dir.name}-calibrate"
+    return Calibrator(streams, work, ctx.reporter.info)
 
 
 def _sizes(ctx: StageContext, written) -> dict:
@@ -32,7 +47,7 @@ def quantize_onnx(ctx: StageContext, cfg) -> StageOutput:
 
     out = ctx.out_dir / "onnx"
     with builder_cache(ctx.work_dir) as cache:
-        details = build_onnx(ctx.input_dir, out, cfg, cache)
+        details = build_onnx(ctx.input_dir, out, cfg, cache, calibrator(ctx))
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("onnx", out, cfg.precision)
     return _output(ctx, {**details, "path": "onnx"}, result, out, "onnx", [onnx_genai.card_notes("onnx")])
 
@@ -42,7 +57,7 @@ def quantize_gguf(ctx: StageContext, cfg) -> StageOutput:
 
     out = ctx.out_dir / "gguf" / f"model-{cfg.type}.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
-    details = write_gguf(ctx.input_dir, out, cfg)
+    details = write_gguf(ctx.input_dir, out, cfg, calibrator(ctx))
     result = Verifier(ctx.input_dir, cfg.verify, ctx.reporter).check("gguf", out, cfg.type)
     rel = f"gguf/{out.name}"
     return _output(ctx, {**details, "path": rel}, result, out, "gguf", [llama_cpp.card_notes(rel)])
