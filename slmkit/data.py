@@ -23,6 +23,7 @@ class Example:
     prompt_ids: list[int] = field(default_factory=list)
     source: str = ""  # "file:row" for error messages and provenance
     reference: str | None = None  # the dataset's own response text, when it has one
+    question: str | None = None  # the last user turn (or the prompt) as text: trivial-answer baselines
 
 
 def collate(examples: list[Example], pad_id: int, *, side: str = "right"):
@@ -71,13 +72,14 @@ def load_examples(spec, tokenizer, *, max_length: int | None = None, base_dir: P
     rows, where = read_rows(spec, base_dir)
     limit = max_length or spec.max_length
     if spec.format == "text":
-        return _pack_text(rows, spec.text_field, tokenizer, limit, where)
+        return pack_text(rows, spec.text_field, tokenizer, limit, where)
     build = _chat_example if spec.format == "chat" else _prompt_completion_example
     return [build(row, spec, tokenizer, limit, f"{where}:{i + 1}") for i, row in enumerate(rows)]
 
 
 BUILTIN_DATA = {"builtin:prompts": "prompts.jsonl", "builtin:heldout": "heldout.jsonl",
-                "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl"}
+                "builtin:ranking_train": "ranking_train.jsonl", "builtin:ranking_eval": "ranking_eval.jsonl",
+                "builtin:prose": "prose.jsonl"}
 
 
 def resolve_data_path(path: str, base_dir: Path) -> Path:
@@ -179,17 +181,18 @@ def _chat_example(row, spec, tokenizer, limit: int, where: str) -> Example:
         raise InputError(f"{where}: `{spec.messages_field}` must be a list of {{role, content}} messages")
     last_answer = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     prompt_msgs = messages if last_answer is None else messages[:last_answer]
+    question = next((str(m["content"]) for m in reversed(prompt_msgs) if m["role"] == "user"), None)
     prompt_text = render_chat(tokenizer, prompt_msgs, generation_prompt=True)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][:limit]
     if last_answer is None:  # a prompt-only row: the teacher or student writes the response
         return Example(input_ids=list(prompt_ids), loss_mask=[0] * len(prompt_ids), prompt_ids=list(prompt_ids),
-                       source=where)
+                       source=where, question=question)
     text, spans = _assistant_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"][:limit]
     mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"][:limit]]
     return Example(input_ids=ids, loss_mask=mask, prompt_ids=list(prompt_ids), source=where,
-                   reference=messages[last_answer]["content"])
+                   reference=messages[last_answer]["content"], question=question)
 
 
 def render_chat(tokenizer, messages: list[dict], *, generation_prompt: bool) -> str:
@@ -226,10 +229,12 @@ def _prompt_completion_example(row, spec, tokenizer, limit: int, where: str) -> 
         c_ids = c_ids + [tokenizer.eos_token_id]
     ids = (p_ids + c_ids)[:limit]
     mask = ([0] * len(p_ids) + [1] * len(c_ids))[:limit]
-    return Example(input_ids=ids, loss_mask=mask, prompt_ids=p_ids[:limit], source=where, reference=completion)
+    return Example(input_ids=ids, loss_mask=mask, prompt_ids=p_ids[:limit], source=where, reference=completion,
+                   question=prompt)
 
 
-def _pack_text(rows, field: str, tokenizer, block: int, where: str) -> list[Example]:
+def pack_text(rows, field: str, tokenizer, block: int, where: str) -> list[Example]:
+    """Raw text rows tokenized into one stream (EOS between rows) and cut into blocks of ``block`` tokens."""
     stream: list[int] = []
     for i, row in enumerate(rows):
         stream += tokenizer(str(_field(row, field, f"{where}:{i + 1}")), add_special_tokens=False)["input_ids"]

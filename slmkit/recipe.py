@@ -226,6 +226,7 @@ def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (
     recipe = _validate(raw, stages_raw, problems, lines)
     if recipe is not None:
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in task_stage_problems(recipe.task, recipe.stages)]
+        problems += [f"{_where(path, lines)}: {msg}" for path, msg in stage_data_problems(recipe)]
     _check_references(stages_raw or [], problems, lines)
     _check_data_files(raw, base_dir or Path.cwd(), problems, lines)
     if problems:
@@ -435,6 +436,32 @@ def _message(err: dict) -> str:
     return f"{msg.removeprefix('Value error, ')}{shown}"
 
 
+def _calibrating(cfg) -> list[tuple[str, str]]:
+    """(YAML key, method) of each calibrated rounding a quantize / export stage asks for."""
+    out = []
+    for key in ("onnx", "gguf", None):
+        opts = getattr(cfg, key, None) if key else cfg
+        method = getattr(getattr(opts, "calibration", None), "method", "rtn")
+        if method != "rtn":
+            out.append((key, method))
+    return out
+
+
+def stage_data_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
+    """(YAML path, message) for each stage that needs a data split the recipe does not give."""
+    out = []
+    has_calibration = recipe.data.calibration is not None or recipe.data.train is not None
+    for s in recipe.stages:
+        if s.config is None or s.kind not in ("quantize", "export"):
+            continue
+        for key, method in _calibrating(s.config):
+            if not has_calibration:
+                path = ("stages", s._index, s.kind) + ((key,) if key else ()) + ("calibration",)
+                out.append((path, f"calibration {method} needs calibration data: add data.calibration (or "
+                                  "data.train, its fallback), or use calibration: rtn"))
+    return out
+
+
 def _check_references(stages: list[dict], problems, lines):
     """Stage names unique and safe; `input` names an earlier stage (or is an artifact path)."""
     seen: dict[str, int] = {}
@@ -468,12 +495,16 @@ def _looks_like_path(ref: str) -> bool:
 def _check_data_files(raw: dict, base_dir: Path, problems, lines):
     # on the raw mapping, so a missing file is reported beside every other problem
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    for split in ("train", "eval", "calibration"):
-        spec = data.get(split)
-        path = spec.get("path") if isinstance(spec, dict) else None
+    paths = [(("data", split, "path"), (data.get(split) or {}).get("path") if isinstance(data.get(split), dict)
+              else None) for split in ("train", "eval", "calibration")]
+    for i, entry in enumerate(raw.get("stages") or []):  # a benchmark's general text is a data file too
+        body = entry.get("benchmark") if isinstance(entry, dict) else None
+        if isinstance(body, dict) and "general_text" in body:
+            paths.append((("stages", i, "benchmark", "general_text"), body["general_text"]))
+    for key, path in paths:
         if not isinstance(path, str):
             continue
-        at = _where(("data", split, "path"), lines)
+        at = _where(key, lines)
         if path.startswith("builtin:"):
             if path not in BUILTIN_DATA:
                 problems.append(f"{at}: unknown built-in data set {path!r}; expected one of {', '.join(BUILTIN_DATA)}")

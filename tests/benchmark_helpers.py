@@ -70,6 +70,7 @@ def chat_examples(tok, pairs=QA):
                 prompt_ids=prompt_ids,
                 source=f"qa:{i}",
                 reference=a,
+                question=q,
             )
         )
     return out

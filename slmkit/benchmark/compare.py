@@ -1,41 +1,77 @@
-"""`slmkit compare A B`: two results side by side, matched by model, format, backend and batch size."""
+"""`slmkit compare A B`: two results side by side, matched by model, format, backend and batch size.
+
+Each figure says whether A and B differ by more than their noise: quality figures through a
+bootstrap of the difference over eval examples (paired when both runs scored the same examples,
+from the per-example values results.json keeps), or through their saved intervals; speed figures
+through their min-max spreads over the timed requests.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from slmkit.benchmark.results import load_results
 
 
-def _flatten(r: dict) -> dict[str, float | None]:
+@dataclass
+class Figure:
+    value: float | None
+    ci: list[float] | None = None  # 95% interval of a quality figure
+    per_example: dict | None = None  # {num, den, ids} of a quality figure
+    kind: str = "mean"
+    spread: list[float] | None = None  # [min, max] of a timed figure
+
+
+def _flatten(r: dict) -> dict[str, Figure]:
     """Every comparable number of a results document under a stable, readable key."""
-    out: dict[str, float | None] = {}
+    from slmkit.benchmark.quality import figure_kind
+
+    out: dict[str, Figure] = {}
+    h = r["headline"]
     for k in ("quality_retained", "decode_speedup", "size_ratio", "params_ratio"):
-        out[f"headline {k}"] = r["headline"].get(k)
+        out[f"headline {k}"] = Figure(h.get(k), h.get(f"{k}_ci"))
     for m in r["models"]:
         for v in m.get("variants", []):
+            cis, pes = v.get("quality_ci") or {}, v.get("per_example") or {}
             for fig, val in (v.get("quality") or {}).items():
-                out[f"{m['id']} [{v['format']}] {fig}"] = val
+                out[f"{m['id']} [{v['format']}] {fig}"] = Figure(val, cis.get(fig), pes.get(fig), figure_kind(fig))
     for e in r["speed"]:
         for b in e.get("batches", []):
             if b.get("status") == "ok":
-                out[f"{e['model']} {e['backend']} b{b['batch_size']} decode tok/s"] = b["decode_tok_s"][
-                    "median"
-                ]
-                out[f"{e['model']} {e['backend']} b{b['batch_size']} latency p50 ms"] = b["latency_ms"]["p50"]
+                tok, lat = b["decode_tok_s"], b["latency_ms"]
+                key = f"{e['model']} {e['backend']} b{b['batch_size']}"
+                out[f"{key} decode tok/s"] = Figure(tok["median"], spread=[tok["min"], tok["max"]])
+                out[f"{key} latency p50 ms"] = Figure(lat["p50"], spread=[lat["min"], lat["max"]])
     return out
 
 
-def compare_rows(a: dict, b: dict) -> list[tuple[str, float | None, float | None, float | None]]:
-    """(figure, value in A, value in B, B / A) for the union of both documents' figures."""
+def beyond_noise(a: Figure, b: Figure) -> bool | None:
+    """True when A and B differ by more than their noise, False when not, None when it cannot be told."""
+    from slmkit.benchmark.stats import compare_saved
+
+    if a.value is None or b.value is None:
+        return None
+    if (a.per_example and b.per_example) or (a.ci and b.ci):
+        saved = [{"value": f.value, "ci": f.ci, "per_example": f.per_example} for f in (a, b)]
+        return compare_saved(saved[0], saved[1], a.kind).significant
+    if a.spread and b.spread:  # timed figures: disjoint ranges over the repeats
+        return a.spread[1] < b.spread[0] or b.spread[1] < a.spread[0]
+    return None
+
+
+def compare_rows(a: dict, b: dict) -> list[tuple[str, float | None, float | None, float | None, bool | None]]:
+    """(figure, value in A, value in B, B / A, beyond noise) for the union of both documents' figures."""
     fa, fb = _flatten(a), _flatten(b)
-    keys = list(fa) + [k for k in fb if k not in fa]
     rows = []
-    for k in keys:
-        va, vb = fa.get(k), fb.get(k)
-        ratio = vb / va if va not in (None, 0) and vb is not None else None
-        rows.append((k, va, vb, ratio))
+    for k in list(fa) + [k for k in fb if k not in fa]:
+        va, vb = fa.get(k, Figure(None)), fb.get(k, Figure(None))
+        ratio = vb.value / va.value if va.value not in (None, 0) and vb.value is not None else None
+        rows.append((k, va.value, vb.value, ratio, beyond_noise(va, vb)))
     return rows
+
+
+_VERDICT = {True: "larger than noise", False: "within noise", None: "—"}
 
 
 def compare(a: Path, b: Path):
@@ -44,8 +80,8 @@ def compare(a: Path, b: Path):
 
     ra, rb = load_results(Path(a)), load_results(Path(b))
     t = Table(title="slmkit compare", caption=f"A = {ra['_path']}\nB = {rb['_path']}")
-    for name in ("figure", "A", "B", "B / A"):
+    for name in ("figure", "A", "B", "B / A", "difference"):
         t.add_column(name)
-    for k, va, vb, ratio in compare_rows(ra, rb):
-        t.add_row(k, *("—" if x is None else f"{x:.4g}" for x in (va, vb, ratio)))
+    for k, va, vb, ratio, beyond in compare_rows(ra, rb):
+        t.add_row(k, *("—" if x is None else f"{x:.4g}" for x in (va, vb, ratio)), _VERDICT[beyond])
     return t

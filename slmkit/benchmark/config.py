@@ -84,12 +84,15 @@ class BenchmarkConfig(StrictModel):
 
     method: Literal["standard"] = Field(default="standard", description="Benchmark method (only `standard`).")
     quality: list[str] = Field(
-        default=["perplexity", "teacher_agreement", "task"],
+        default=["perplexity", "teacher_agreement", "task", "answer_likelihood", "general_perplexity"],
         description="Quality metrics: perplexity (eval text), teacher_agreement (top-1 agreement and "
         "KL(teacher||model) on the teacher's own greedy responses), task (exact_match, contains and rouge_l "
-        "of generated answers against the eval references), lm_eval (lm-evaluation-harness tasks); "
+        "of generated answers against the eval references), answer_likelihood (the teacher's per-token "
+        "likelihood of each greedy answer relative to its own answer's, capped at 1), general_perplexity "
+        "(perplexity on `general_text`, prose no stage trained on), lm_eval (lm-evaluation-harness tasks); "
         "scoring (ranking/classification recipes, alone: AUC, accuracy, log loss, ECE, NDCG@k, MRR and "
-        "teacher agreement on data.eval; the default for those recipes).",
+        "teacher agreement on data.eval; the default for those recipes). Every figure with per-example "
+        "values carries a 95% paired-bootstrap interval (docs/benchmark.md).",
     )
     primary_metric: str = Field(
         default="top1_agreement",
@@ -97,6 +100,15 @@ class BenchmarkConfig(StrictModel):
         "lower-is-better figures such as perplexity and teacher_kl).",
     )
     eval_samples: int = Field(default=32, ge=1, description="Eval examples used for the quality metrics.")
+    general_text: str | None = Field(
+        default="builtin:prose",
+        description="General English text for general_perplexity: `builtin:prose` (public-domain prose shipped "
+        "with slmkit, disjoint from the prompt sets) or a jsonl/json/csv/parquet/txt file with a `text` column, "
+        "relative to the recipe; null turns the figure off.",
+    )
+    general_text_blocks: int = Field(
+        default=128, ge=1, description="Blocks of 256 tokens of general_text scored per model (the first N)."
+    )
     max_new_tokens: int = Field(
         default=64, ge=1, description="Longest generated answer (teacher responses and task answers)."
     )
@@ -121,7 +133,8 @@ class BenchmarkConfig(StrictModel):
     gates: dict[str, str] = Field(
         default={},
         description='Pass/fail thresholds on the final artifact, e.g. {quality_retained: ">=0.92", '
-        'decode_speedup: ">=4"}; keys are headline figures or quality figures. A miss exits with code 3 '
+        'decode_speedup: ">=4"}; keys are headline figures or quality figures, or either end of their 95% '
+        'interval with a `_low` / `_high` suffix ({quality_retained_low: ">=0.85"}). A miss exits with code 3 '
         "after the report is written.",
     )
 
@@ -161,7 +174,7 @@ class BenchmarkConfig(StrictModel):
                 "primary_metric teacher_kl has no teacher ratio (the teacher's KL is 0); "
                 "use top1_agreement, or gate on teacher_kl directly"
             )
-        allowed = set(HEADLINE_FIGURES) | set(figures)
+        allowed = _with_interval_ends(set(HEADLINE_FIGURES) | set(figures))
         bad = [g for g in self.gates if g not in allowed]
         if bad:
             raise ValueError(f"gates on unknown figure(s) {bad}; expected some of {sorted(allowed)}")
@@ -173,8 +186,16 @@ class BenchmarkConfig(StrictModel):
             raise ValueError(f"quality: `scoring` (ranking/classification scorers) is measured alone, got {self.quality}")
         if "primary_metric" in self.model_fields_set:
             raise ValueError("primary_metric: for `scoring`, quality_retained uses the recipe's task.primary_metric")
-        allowed = set(HEADLINE_FIGURES) - {"decode_speedup"} | {"scoring_speedup"} | set(figures)
-        bad = [g for g in self.gates if g not in allowed and not re.fullmatch(r"ndcg@[1-9][0-9]*", g)]
+        allowed = _with_interval_ends(set(HEADLINE_FIGURES) - {"decode_speedup"} | {"scoring_speedup"} | set(figures))
+        bad = [g for g in self.gates if g not in allowed and not re.fullmatch(r"ndcg@[1-9][0-9]*(_low|_high)?", g)]
         if bad:
             raise ValueError(f"gates on unknown figure(s) {bad}; expected some of {sorted(allowed)} or ndcg@<k>")
         return self
+
+
+_NO_INTERVAL = {"decode_speedup", "scoring_speedup", "size_ratio", "params_ratio", "lm_eval_mean"}
+
+
+def _with_interval_ends(figures: set[str]) -> set[str]:
+    """Figures plus the `_low` / `_high` ends of those that carry an interval (quality figures, retention)."""
+    return figures | {f"{f}_{end}" for f in figures - _NO_INTERVAL for end in ("low", "high")}

@@ -34,11 +34,16 @@ def parse_gate(figure: str, spec: str) -> Gate:
     return Gate(figure, m.group(1), float(m.group(2)))
 
 
-def check_gate(gate: Gate, value: float | None) -> dict:
+def check_gate(gate: Gate, value: float | None, reason: str | None = None) -> dict:
     """One gate's verdict: passed, and the signed margin (value - threshold) when measured.
 
     A figure that could not be measured fails its gate: a CI job must not pass on a missing number.
+    A ``reason`` fails it too, whatever the value (a retention figure against a teacher that cannot
+    do the task means nothing).
     """
+    if reason is not None:
+        return {"figure": gate.figure, "op": gate.op, "threshold": gate.threshold, "value": value,
+                "passed": False, "margin": None, "reason": reason}
     if value is None:
         return {
             "figure": gate.figure,
@@ -59,9 +64,11 @@ def check_gate(gate: Gate, value: float | None) -> dict:
     }
 
 
-def evaluate_gates(gates: list[Gate], figures: dict[str, float | None]) -> list[dict]:
+def evaluate_gates(gates: list[Gate], figures: dict[str, float | None], reasons: dict[str, str] | None = None
+                   ) -> list[dict]:
     """Check every gate (parsed at validation) against ``figures`` (headline plus the final model's)."""
-    return [check_gate(gate, figures.get(gate.figure)) for gate in gates]
+    reasons = reasons or {}
+    return [check_gate(gate, figures.get(gate.figure), reasons.get(gate.figure)) for gate in gates]
 
 
 def failure_lines(verdicts: list[dict]) -> list[str]:
@@ -71,7 +78,9 @@ def failure_lines(verdicts: list[dict]) -> list[str]:
         if v["passed"]:
             continue
         need = f"needs {v['op']}{v['threshold']:g}"
-        if v["value"] is None:
+        if v.get("reason"):
+            lines.append(f"{v['figure']} fails: {v['reason']}")
+        elif v["value"] is None:
             lines.append(f"{v['figure']} was not measured, {need}")
         else:
             lines.append(f"{v['figure']} = {v['value']:.4g}, {need} (missed by {abs(v['margin']):.4g})")

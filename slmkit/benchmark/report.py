@@ -21,7 +21,14 @@ def _fmt(x, digits: int = 4) -> str:
         return "—"
     if isinstance(x, float):
         return f"{x:.{digits}g}"
+    if isinstance(x, list) and len(x) == 2 and all(isinstance(v, (int, float)) for v in x):
+        return f"[{x[0]:.3g}, {x[1]:.3g}]"  # a 95% interval
     return str(x)
+
+
+def _with_ci(value, ci) -> str:
+    """``value [low, high]``: the 95% interval says how far the figure can be trusted."""
+    return _fmt(value) if not ci else f"{_fmt(value)} [{ci[0]:.3g}, {ci[1]:.3g}]"
 
 
 def _spread(stat: dict | None) -> str:
@@ -49,7 +56,7 @@ def quality_table(r: dict) -> Table:
         if m.get("status") == "failed":
             rows.append([m["id"], "—", "—", "—", "—", *["—"] * len(figures), "—", f"FAILED: {m['reason']}"])
         for v in m.get("variants", []):
-            q = v.get("quality") or {}
+            q, cis = v.get("quality") or {}, v.get("quality_ci") or {}
             notes = "; ".join([f"{k} skipped: {why}" for k, why in (v.get("quality_skipped") or {}).items()]
                               + list(v.get("notes") or []))
             rows.append(
@@ -59,12 +66,24 @@ def quality_table(r: dict) -> Table:
                     v.get("quality_backend") or "—",
                     _fmt(v.get("params")),
                     _fmt((v.get("size_bytes") or 0) / 2**20),
-                    *[_fmt(q.get(f)) for f in figures],
-                    _fmt(v.get("quality_retained")),
+                    *[_with_ci(q.get(f), cis.get(f)) for f in figures],
+                    _with_ci(v.get("quality_retained"), _retained_ci(r, v)),
                     notes,
                 ]
             )
     return headers, rows
+
+
+def _retained_ci(r: dict, v: dict):
+    p = r.get("primary_metric")
+    above = p in (r.get("baselines") or {}) and (v.get("above_baseline") or {}).get(p) is not None
+    return (v.get("above_baseline_ci" if above else "retained_ci") or {}).get(p)
+
+
+def baseline_table(r: dict) -> Table:
+    """Each figure's chance or trivial baseline: what a model that cannot do the task would score."""
+    rows = [[f, _with_ci(b.get("value"), b.get("ci")), b.get("what", "")] for f, b in (r.get("baselines") or {}).items()]
+    return ["figure", "baseline [95% CI]", "what scores it"], rows
 
 
 def speed_table(r: dict) -> Table:
@@ -199,7 +218,8 @@ def scoring_speed_table(r: dict) -> Table:
 SECTIONS = [
     ("Headline", headline_table),
     ("Gates", gates_table),
-    ("Quality", quality_table),
+    ("Quality (95% intervals in brackets)", quality_table),
+    ("Baselines", baseline_table),
     ("Speed", speed_table),
     ("Concurrent requests", concurrency_table),
     ("Machine", hardware_table),
@@ -207,7 +227,8 @@ SECTIONS = [
 SCORING_SECTIONS = [  # ranking / classification recipes: no decoding, so scoring speed instead
     ("Headline", headline_table),
     ("Gates", gates_table),
-    ("Quality", quality_table),
+    ("Quality (95% intervals in brackets)", quality_table),
+    ("Baselines", baseline_table),
     ("Scoring speed", scoring_speed_table),
     ("Machine", hardware_table),
 ]

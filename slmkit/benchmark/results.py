@@ -194,21 +194,56 @@ def headline(results: dict) -> dict:
         decode_speedup=_ratio(best[1], base),
     )
     if variant:
-        out["quality_retained"] = variant.get("quality_retained")
+        out.update(retention_figures(results, variant, tvariant))
         if tvariant:
             out["size_ratio"] = _ratio(variant.get("size_bytes"), tvariant.get("size_bytes"))
             out["params_ratio"] = _ratio(variant.get("params"), tvariant.get("params"))
     return out
 
 
+def retention_figures(results: dict, variant: dict, teacher: dict | None) -> dict:
+    """The headline's quality_retained (above the baseline where the primary figure has one), its
+    interval, the plain ratio, and a note when the teacher itself is not above the baseline."""
+    from slmkit.benchmark.uncertainty import teacher_beats_baseline
+
+    p, up = results["primary_metric"], results.get("primary_higher_is_better", True)
+    base = (results.get("baselines") or {}).get(p)
+    above = base is not None and (variant.get("above_baseline") or {}).get(p) is not None
+    out = {
+        "quality_retained": variant.get("quality_retained"),
+        "quality_retained_ci": (variant.get("above_baseline_ci" if above else "retained_ci") or {}).get(p),
+        "quality_retained_basis": "above_baseline" if above else "ratio",
+        "quality_retained_plain": variant.get("quality_retained_plain", variant.get("quality_retained")),
+        "quality_retained_plain_ci": (variant.get("retained_ci") or {}).get(p),
+        "baseline": base["value"] if base else None,
+    }
+    t_ci = ((teacher or {}).get("quality_ci") or {}).get(p)
+    if base is not None and not teacher_beats_baseline(t_ci, base["value"], up):
+        t = ((teacher or {}).get("quality") or {}).get(p)
+        out["quality_retained_note"] = (
+            f"the teacher cannot do this task: its {p} ({t:.4g}, 95% CI {t_ci[0]:.4g}-{t_ci[1]:.4g}) is not "
+            f"above the baseline's ({base['value']:.4g}, {base['what']}), so the retention figure means nothing")
+    return out
+
+
 def gate_figures(results: dict) -> dict:
-    """What gates may name: the headline figures and the final variant's quality figures."""
+    """What gates may name: the headline figures, the final variant's quality figures, and the low /
+    high ends of their intervals (``quality_retained_low``, ``rouge_l_high``, ...)."""
     h = results["headline"]
     figures = {k: h.get(k) for k in ("quality_retained", "decode_speedup", "scoring_speedup", "size_ratio",
                                      "params_ratio") if k in h}
     v = _variant(results, h["model"], h["variant_format"]) if h["model"] else None
     figures.update((v or {}).get("quality") or {})
+    intervals = {"quality_retained": h.get("quality_retained_ci"), **((v or {}).get("quality_ci") or {})}
+    for figure, ci in intervals.items():
+        figures[f"{figure}_low"], figures[f"{figure}_high"] = (ci[0], ci[1]) if ci else (None, None)
     return figures
+
+
+def gate_reasons(results: dict) -> dict[str, str]:
+    """Why a gate fails whatever its figure: retention against a teacher no better than the baseline."""
+    note = results["headline"].get("quality_retained_note")
+    return dict.fromkeys(("quality_retained", "quality_retained_low", "quality_retained_high"), note) if note else {}
 
 
 def load_results(path: Path) -> dict:

@@ -41,7 +41,8 @@ def check_trainable(model, where: str) -> None:
 def apply_token_mode(examples: list[Example], mode: str, where: str) -> list[Example]:
     """Set which tokens count and drop examples with none; error when nothing is left."""
     if mode == "all":
-        examples = [Example(e.input_ids, [1] * len(e.input_ids), e.prompt_ids, e.source, e.reference) for e in examples]
+        examples = [Example(e.input_ids, [1] * len(e.input_ids), e.prompt_ids, e.source, e.reference, e.question)
+                    for e in examples]
     elif mode == "response" and not any(e.prompt_ids for e in examples):
         raise InputError(f"distill: loss.tokens is 'response' but {where} has no prompts (text data): use 'all'")
     kept = [e for e in examples if sum(e.loss_mask[1:]) > 0]

@@ -66,13 +66,17 @@ def _self_consistent_set(tok, teacher, tmp_path):
 
 def test_same_model_twice_gives_identical_quality_and_zeroed_layer_is_worse(tok, teacher, tmp_path):
     ev = _self_consistent_set(tok, teacher, tmp_path)
-    first, skipped = evaluate(ev, TorchLM(teacher, tok), METRICS)
-    second, _ = evaluate(ev, TorchLM(teacher, tok), METRICS)
+    first, skipped, per_example = evaluate(ev, TorchLM(teacher, tok), METRICS)
+    second, _, _ = evaluate(ev, TorchLM(teacher, tok), METRICS)
     assert skipped == {}
     assert first == second  # exact: evaluation is greedy and teacher-forced
     assert first["top1_agreement"] == 1.0 and first["teacher_kl"] == 0.0 and first["exact_match"] == 1.0
+    # the figures are their per-example parts summed: each example counted once, with its own id
+    assert set(per_example) == set(first) and len(per_example["rouge_l"]) == len(ev.examples)
+    pe = per_example["perplexity"]
+    assert first["perplexity"] == pytest.approx(math.exp(pe.num.sum() / pe.den.sum()))
 
-    worse, _ = evaluate(ev, TorchLM(zero_layer(teacher, 1), tok), METRICS)
+    worse, _, _ = evaluate(ev, TorchLM(zero_layer(teacher, 1), tok), METRICS)
     assert worse["perplexity"] > first["perplexity"]
     assert worse["teacher_kl"] > first["teacher_kl"]
     for higher_is_better in ("top1_agreement", "exact_match", "contains", "rouge_l"):
@@ -84,7 +88,7 @@ def test_task_metrics_skip_with_reason_when_no_references(tok, teacher):
         Example(input_ids=e.input_ids, loss_mask=e.loss_mask, prompt_ids=e.prompt_ids)
         for e in chat_examples(tok)[:2]
     ]
-    figures, skipped = evaluate(
+    figures, skipped, _ = evaluate(
         EvalSet(examples, tok, 4, 2), TorchLM(teacher, tok), ["task", "teacher_agreement"]
     )
     assert figures["exact_match"] is None and "reference" in skipped["task"]

@@ -23,15 +23,16 @@ class PipelineStandIn:
 
     def __init__(self, root: Path, teacher: Path, artifacts: list[dict], config: BenchmarkConfig, examples):
         self.stage = SimpleNamespace(name="benchmark", kind="benchmark", config=config)
-        self.recipe = SimpleNamespace(name="tiny", seed=0, predictive=None)
+        self.recipe = SimpleNamespace(name="tiny", seed=0, predictive=None, data=SimpleNamespace(train=True))
         self.teacher_dir, self.out_dir, self.work_dir = teacher, root / "out", root / "work"
+        self.recipe_dir = root
         self.out_dir.mkdir()
         self.extras = {"artifacts": artifacts}
         self.reporter = SimpleNamespace(info=lambda msg: None, warn=lambda msg: None)
         self._examples, self._datasets, self.builds = examples, root / "datasets", 0
 
     def examples(self, split, tokenizer, max_length=None):
-        assert split == "eval"
+        assert split in ("eval", "train")  # train: what the unigram perplexity baseline is fitted on
         return self._examples
 
     def dataset_artifact(self, kind, key, build):
@@ -130,6 +131,21 @@ def test_stage_writes_report_and_hands_back_failed_gates(models, tmp_path):
     gguf_q = next(v for v in export if v["format"] == "gguf")
     assert "llama-cpp-python is not installed" in gguf_q["quality_skipped"]["perplexity"]
     assert onnx_q["quality_backend"] == "onnxruntime_genai" and onnx_q["quality"]["perplexity"] > 1
+
+    # every figure with per-example values has a 95% interval around it; the teacher's retention is 1
+    teacher_v = r["models"][0]["variants"][0]
+    for v in (teacher_v, onnx_q):
+        for figure in ("perplexity", "top1_agreement", "rouge_l", "answer_likelihood", "general_perplexity"):
+            lo, hi = v["quality_ci"][figure]
+            assert lo <= v["quality"][figure] <= hi, (figure, v["format"])
+    assert teacher_v["quality"]["answer_likelihood"] == 1.0 and teacher_v["quality_ci"]["answer_likelihood"] == [1, 1]
+    assert 0 <= onnx_q["quality"]["answer_likelihood"] <= 1
+    assert teacher_v["retained_ci"]["perplexity"] == [1.0, 1.0]
+    assert set(r["baselines"]) >= {"rouge_l", "answer_likelihood", "perplexity"}
+    # the unigram model, fitted on these very targets here, beats a uniform guess over the vocabulary
+    assert 1 < r["baselines"]["perplexity"]["value"] < len(models.tok)
+    h = r["headline"]
+    assert h["quality_retained_basis"] == "ratio" and h["quality_retained_ci"] is not None  # top1 has no baseline
 
     html = (ctx.out_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # pareto, size vs quality, layer importance

@@ -12,7 +12,11 @@ from slmkit.benchmark.quality import (
     exact_match,
     lcs_length,
     normalize_answer,
-    perplexity,
+    EvalSet,
+    judge_answers,
+    mean_logprob,
+    perplexity_metric,
+    relative_likelihood,
     retained,
     rouge_l,
     sequence_nll,
@@ -46,10 +50,57 @@ def test_position_zero_is_never_a_target():
     assert sequence_nll(logits, ids, torch.tensor([1, 0, 0, 0]))[1] == 0
 
 
-def test_perplexity_without_targets_is_skipped_not_infinite():
+class FixedLM:
+    """Logits that depend only on the previous token: a bigram table (deterministic, batch-free)."""
+
+    backend = "fixed"
+
+    def __init__(self, vocab=11, seed=0):
+        self.table = torch.randn(vocab, vocab, generator=torch.Generator().manual_seed(seed))
+
+    def logits(self, seqs):
+        return [self.table[torch.tensor(s)] for s in seqs]
+
+
+def _examples(specs):
+    from slmkit.data import Example
+
+    return [Example(ids, mask, prompt_ids=ids[:2], source=f"e{i}") for i, (ids, mask) in enumerate(specs)]
+
+
+def test_perplexity_keeps_per_example_parts_and_skips_without_targets():
+    lm = FixedLM()
+    exs = _examples([([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], [0, 1, 1]), ([8, 9], [0, 1])])
+    pe = perplexity_metric(EvalSet(exs, None, 4, batch_size=2), lm)["perplexity"]
+    parts = [_reference_nll(lm.logits([e.input_ids])[0], e.input_ids, e.loss_mask) for e in exs]
+    assert pe.num.tolist() == pytest.approx([p[0] for p in parts]) and pe.den.tolist() == [2, 2, 1]
+    assert pe.ids == ("e0", "e1", "e2")
     with pytest.raises(MetricSkipped):
-        perplexity(0.0, 0)
-    assert perplexity(2 * math.log(3.0), 2) == pytest.approx(3.0)
+        perplexity_metric(EvalSet(_examples([([1, 2], [0, 0])]), None, 4), lm)
+
+
+def test_mean_logprob_and_relative_likelihood():
+    lm = FixedLM()
+    seq = [1, 2, 3, 4, 5]
+    logits = lm.logits([seq])[0]
+    want = sum(torch.log_softmax(logits[t - 1], -1)[seq[t]].item() for t in (3, 4)) / 2
+    assert mean_logprob(logits, seq, 3) == pytest.approx(want, rel=1e-6)
+    assert mean_logprob(logits, seq, 5) == float("-inf")  # no answer tokens
+    assert relative_likelihood(-2.0, -1.0) == pytest.approx(math.exp(-1.0))
+    assert relative_likelihood(-0.5, -1.0) == 1.0 and relative_likelihood(float("-inf"), -1.0) == 0.0
+
+
+def test_judge_answers_scores_the_teachers_own_answers_as_one():
+    lm = FixedLM()
+    exs = _examples([([1, 2], [0, 0]), ([3, 4], [0, 0]), ([5, 6], [0, 0])])
+    ev = EvalSet(exs, None, 4, batch_size=2)
+    ev.extras["teacher_answers"] = [[7, 8], [9], [10, 1]]
+    assert judge_answers(lm, ev, ev.extras["teacher_answers"]).num.tolist() == [1.0, 1.0, 1.0]
+    other = judge_answers(lm, ev, [[7, 8], [2], [10, 1]])
+    t = lm.logits([[3, 4, 9]])[0]
+    m = lm.logits([[3, 4, 2]])[0]
+    want = min(1.0, math.exp(mean_logprob(m, [3, 4, 2], 2) - mean_logprob(t, [3, 4, 9], 2)))
+    assert other.num.tolist() == pytest.approx([1.0, want, 1.0]) and other.ids == ("e0", "e1", "e2")
 
 
 def test_agreement_of_a_model_with_itself_is_exact():

@@ -219,16 +219,29 @@ def test_load_results_rejects_missing_and_foreign_files(tmp_path):
         load_results(tmp_path)
 
 
-def test_compare_lines_up_matching_figures(tmp_path):
+def test_compare_lines_up_matching_figures_and_tells_noise(tmp_path):
     a, b = make_results(), make_results()
-    b["speed"][4]["batches"][0]["decode_tok_s"]["median"] = 90.0
+    b["speed"][4]["batches"][0]["decode_tok_s"].update(median=90.0, min=85.0, max=95.0)
+    final = lambda r: next(m for m in r["models"] if m["id"] == "export/v1")["variants"][0]  # noqa: E731
+    ids = [f"q{i}" for i in range(60)]
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.3, 0.7, 60)
+    final(a)["per_example"] = {"rouge_l": {"num": scores.tolist(), "den": [1.0] * 60, "ids": ids}}
+    final(b)["per_example"] = {"rouge_l": {"num": (scores + 0.2).tolist(), "den": [1.0] * 60, "ids": ids}}
+    final(a)["quality"]["rouge_l"], final(b)["quality"]["rouge_l"] = scores.mean(), scores.mean() + 0.2
     write_report(a, tmp_path / "a")
     write_report(b, tmp_path / "b")
+    write_report(a, tmp_path / "a2")
     rows = {
-        k: (va, vb, ratio)
-        for k, va, vb, ratio in compare_rows(load_results(tmp_path / "a"), load_results(tmp_path / "b"))
+        k: (va, vb, ratio, beyond)
+        for k, va, vb, ratio, beyond in compare_rows(load_results(tmp_path / "a"), load_results(tmp_path / "b"))
     }
-    assert rows["export/v1 onnxruntime_genai b1 decode tok/s"] == (45.0, 90.0, 2.0)
-    assert rows["headline quality_retained"] == (0.85, 0.85, 1.0)
+    speed = rows["export/v1 onnxruntime_genai b1 decode tok/s"]
+    assert speed[:3] == (45.0, 90.0, 2.0) and speed[3] is True  # the timed ranges do not overlap
+    assert rows["headline quality_retained"][:3] == (0.85, 0.85, 1.0)
+    assert rows["export/v1 [onnx] rouge_l"][3] is True  # every prompt 0.2 better: paired bootstrap sees it
+    same = {k: beyond for k, _, _, _, beyond in compare_rows(load_results(tmp_path / "a"),
+                                                               load_results(tmp_path / "a2"))}
+    assert same["export/v1 [onnx] rouge_l"] is False and same["export/v1 onnxruntime_genai b1 decode tok/s"] is False
     assert compare(tmp_path / "a", tmp_path / "b").row_count == len(rows)
     assert rich_table(a).row_count == 9  # 4 entries x (1 ok + 1 skipped batch) + 1 skipped backend

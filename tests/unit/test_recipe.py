@@ -180,3 +180,15 @@ def test_validate_never_imports_torch(recipe):
                          check=False, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "valid" in out.stdout and "torch imported: False" in out.stdout, out.stdout
+
+
+def test_calibrated_export_without_data_is_refused_at_validation():
+    text = textwrap.dedent("""\
+        name: r
+        teacher: {model: builtin:smollm2-135m-instruct}
+        stages:
+          - export: {formats: [onnx], onnx: {calibration: quantease}}
+    """)
+    found = problems(text)
+    assert any("stages[0].export.onnx.calibration" in p and "needs calibration data" in p for p in found), found
+    parse_recipe(text.replace("calibration: quantease", "calibration: rtn"))  # no data needed for rtn
