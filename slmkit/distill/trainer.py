@@ -84,6 +84,8 @@ def use_layer_compile(cfg: DistillConfig, vocab: int, device: torch.device, proc
         return bool(cfg.compile_layers)
     if device.type != "cpu" or processes > 1 or cfg.gradient_checkpointing or cfg.on_policy.fraction > 0:
         return False  # untested under FSDP/DDP here; checkpointed layers and KV-cache decoding recompile
+    if cfg.quant_aware is not None:
+        return False  # the fake-quantized weights are recomputed outside the layer's graph
     return use_compile("auto", vocab, device)
 
 
@@ -298,6 +300,10 @@ def _setup(job: DistillJob, accelerator) -> _Run:
         layer_map = hidden.layer_map or L.default_layer_map(
             job.student.config.num_hidden_layers, job.teacher.config.num_hidden_layers
         )
+    if cfg.quant_aware is not None:  # before the optimizer: it holds the latent weights
+        from slmkit.distill import quant_aware
+
+        quant_aware.apply(job.student, quant_aware.target_grid(cfg.quant_aware))
     t_width = job.teacher.config.hidden_size if job.teacher is not None else job.student.config.hidden_size
     module = DistillModule(job.student, job.vocab, layer_map, t_width, hidden.kind if hidden else "mse")
     if cfg.gradient_checkpointing:
@@ -482,6 +488,10 @@ def train(job: DistillJob, accelerator=None) -> TrainResult:
         return _train(run)
     finally:
         uncompile(run.compiled_layers)  # later users of these models (generation, export) run eager
+        if job.cfg.quant_aware is not None:  # the saved student holds the latent weights the export rounds
+            from slmkit.distill import quant_aware
+
+            quant_aware.remove(job.student)
 
 
 def _train(run: _Run) -> TrainResult:
