@@ -111,6 +111,17 @@ class OptimizerConfig(StrictModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm (null: no clipping).")
 
 
+class QuantAwareConfig(StrictModel):
+    """Train for the int4 / int8 export: decoder linears fake-quantized on the target grid (straight-through)."""
+
+    bits: Literal[4, 8] = Field(4, description="Weight bits of the export the student is trained for.")
+    block_size: Literal[16, 32, 64, 128, 256] = Field(
+        32, description="Block size of the ONNX export (GGUF Q4_0 / Q8_0 blocks are always 32).")
+    format: Literal["onnx", "gguf"] = Field(
+        "onnx", description="Whose grid: onnxruntime MatMulNBits (symmetric, as `algo: default` writes it) or "
+        "GGUF Q4_0 / Q8_0; export with `calibration: rtn` so the file holds the weights the student was trained with.")
+
+
 class DistillConfig(StrictModel):
     method: Literal["kd"] = Field("kd", description="Distillation method (kd: logit distillation).")
     loss: LossConfig = Field(default_factory=LossConfig, description="What the student is trained on.")
@@ -145,6 +156,8 @@ class DistillConfig(StrictModel):
     eval_examples: int = Field(64, ge=1, description="Held-out examples used per evaluation.")
     checkpoint_every: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")
     memory_check: bool = Field(True, description="Refuse to start when the estimated peak memory exceeds what is free.")
+    quant_aware: QuantAwareConfig | None = Field(
+        None, description="Quantization-aware distillation: train the student through its int4 / int8 rounding.")
 
     @model_validator(mode="after")
     def _check(self):
