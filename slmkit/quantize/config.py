@@ -67,9 +67,10 @@ class OnnxOptions(StrictModel):
         4, description="MatMulNBits compute type: 4 = int8 activations (fastest on CPU), 1 = fp32, 0 = builder default."
     )
     calibration: Calibration = Field(
-        default_factory=CalibrationConfig, description="How int4 / int8 weights are rounded: `rtn` (default), "
-        "`gptq` or `quantease` on calibration data; the graph is the builder's with the MatMulNBits weights "
-        "replaced, so decode speed is unchanged.")
+        default_factory=CalibrationConfig, description="How int4 / int8 weights are rounded: `rtn` (default: the "
+        "builder's own rounding), `gptq` or `quantease` on calibration data; the graph is the builder's with the "
+        "MatMulNBits weights replaced (each node keeps the bits and symmetry `algo` gave it), so decode speed is "
+        "unchanged.")
 
     @model_validator(mode="after")
     def _valid_combination(self) -> OnnxOptions:
@@ -79,9 +80,6 @@ class OnnxOptions(StrictModel):
         if self.calibration.method != "rtn" and self.precision not in ("int4", "int8"):
             raise ValueError(f"calibration.method {self.calibration.method} rounds int4 / int8 weights; precision "
                              f"{self.precision} has none (use calibration: rtn, or precision int4 / int8)")
-        if self.calibration.method != "rtn" and self.algo != "default":
-            raise ValueError(f"calibration.method {self.calibration.method} replaces the builder's rounding: use "
-                             f"algo: default with it (algo {self.algo} picks its own scales)")
         return self
 
 

@@ -63,9 +63,10 @@ def test_our_rtn_is_the_builders_int4_bit_for_bit(tmp_path, llama_dir):
         assert torch.equal(written[n["node"]].q, ours.q) and torch.equal(written[n["node"]].scale, ours.scale)
 
 
-def test_calibrated_onnx_holds_exactly_the_quantizers_codes_and_runs(tmp_path, llama_dir):
+@pytest.mark.parametrize("algo", ["default", "k_quant_mixed"])  # k_quant_mixed: int8 nodes, zero points
+def test_calibrated_onnx_holds_exactly_the_quantizers_codes_and_runs(tmp_path, llama_dir, algo):
     cal = Recording(tmp_path / "work")
-    opts = OnnxOptions(precision="int4", block_size=32, accuracy_level=1, calibration=CAL)
+    opts = OnnxOptions(precision="int4", block_size=32, accuracy_level=1, calibration=CAL, algo=algo)
     details = build_onnx(llama_dir, tmp_path / "onnx", opts, tmp_path / "cache", cal)
     summary = details["calibration"]
     assert summary["nodes_replaced"] == 2 * 5 + 1 and summary["mean_objective_vs_rtn"] < 1.0
@@ -145,8 +146,7 @@ def test_calibration_options_refuse_what_the_format_cannot_hold():
 
     with pytest.raises(ValidationError, match="writes Q4_0 or Q8_0"):
         GgufOptions(type="F16", calibration="gptq")
-    with pytest.raises(ValidationError, match="use algo: default"):
-        OnnxOptions(algo="k_quant_mixed", calibration="quantease")
+    assert OnnxOptions(algo="k_quant_mixed", calibration="quantease").calibration.method == "quantease"  # its layout
     with pytest.raises(ValidationError, match="precision fp32 has none"):
         OnnxOptions(precision="fp32", calibration="gptq")
     with pytest.raises(ValueError, match="block"):
