@@ -58,7 +58,11 @@ def load_lm(variant: Variant, device: str = "cpu", threads: int | None = None, n
 
 
 class LlamaCppSession:
-    """Its Python API holds one sequence per context, so batch 1 only."""
+    """Its Python API holds one sequence per context, so batch 1 only.
+
+    Without ``logits_all`` (a server computes next-token logits only) llama-cpp-python leaves
+    ``.scores`` unfilled, so the last position's logits are read from the context itself.
+    """
 
     dims = None
     serves_concurrently = False
@@ -67,24 +71,26 @@ class LlamaCppSession:
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(variant.path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
 
     def sync(self) -> None:
         pass
 
-    def start(self, batch) -> Any:
+    def _next(self) -> int:
         import numpy as np
 
+        return int(np.argmax(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))))
+
+    def start(self, batch) -> Any:
         if len(batch) != 1:
             raise BatchDoesNotFit("llama-cpp-python's API runs one sequence per context (batch 1 only)")
         self.llm.reset()
         self.llm.eval(list(map(int, batch[0])))
-        return [int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))]
+        return [self._next()]
 
     def step(self, state) -> None:
-        import numpy as np
-
         self.llm.eval([state[0]])
-        state[0] = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+        state[0] = self._next()
 
 
 def card_notes(gguf_rel: str) -> str:
