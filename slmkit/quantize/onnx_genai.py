@@ -8,7 +8,9 @@ default CPU path.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -19,12 +21,6 @@ from slmkit.errors import InputError, SlmkitError
 from slmkit.quantize.config import OnnxOptions
 from slmkit.quantize.files import disk_errors, ensure_free_space, read_causal_lm_config, weights_size
 
-# architectures slmkit exports and tests; the builder knows more, but these are the ones verified
-SUPPORTED_ARCHITECTURES = (
-    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-    "Phi3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "GraniteForCausalLM",
-    "OlmoForCausalLM", "SmolLM3ForCausalLM",
-)
 _BITS = {"int4": 4, "int8": 8, "fp16": 16, "fp32": 32}
 _SIZE_FACTOR = {"int4": 0.2, "int8": 0.35, "fp16": 0.55, "fp32": 1.1}
 # the builder logs every MatMul it quantizes at INFO; keep it out of the user's terminal
@@ -45,13 +41,43 @@ def builder_options(opts: OnnxOptions) -> list[str]:
     return extra
 
 
+@functools.lru_cache(maxsize=1)
+def builder_architectures() -> frozenset[str]:
+    """The causal-LM architectures the installed onnxruntime-genai model builder can build.
+
+    Asked of the builder itself: its ``create_model`` dispatches on ``config.architectures[0]`` in an
+    if/elif chain, which is read from its source (without importing it: the builder imports torch,
+    and validation must not), so a newer builder's architectures are known without a slmkit release.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime_genai")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    source = Path(next(iter(spec.submodule_search_locations))) / "models" / "builder.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    fn = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "create_model"), None)
+    found = set()
+    for node in ast.walk(fn) if fn is not None else ():
+        if isinstance(node, ast.Compare) and any(_is_architecture(x) for x in (node.left, *node.comparators)):
+            found |= {c.value for c in (node.left, *node.comparators)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return frozenset(a for a in found if a.endswith("ForCausalLM"))
+
+
+def _is_architecture(node) -> bool:
+    """``config.architectures[0]`` (or any ``.architectures[...]``)."""
+    return isinstance(node, ast.Subscript) and getattr(node.value, "attr", None) == "architectures"
+
+
 def check_architecture(model_dir: Path) -> dict:
     config = read_causal_lm_config(model_dir)
     arch = config["architectures"][0]
-    if arch not in SUPPORTED_ARCHITECTURES:
+    supported = builder_architectures()
+    if arch not in supported:
         raise InputError(
-            f"{model_dir / 'config.json'}: architecture {arch} cannot be exported to ONNX GenAI; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"{model_dir / 'config.json'}: architecture {arch} cannot be exported to ONNX GenAI by the installed "
+            f"onnxruntime-genai builder; it builds: {', '.join(sorted(supported)) or 'nothing (not installed)'}"
         )
     if (config.get("quantization_config") or {}).get("quant_method") == "gguf":
         raise InputError(

@@ -74,9 +74,18 @@ def test_unsupported_architecture_is_refused(tmp_path, llama):
     with pytest.raises(InputError, match="not a causal language model"):
         build_onnx(bad, tmp_path / "onnx", OnnxOptions(), tmp_path / "cache")
     (bad / "config.json").write_text(json.dumps({**config, "architectures": ["FalconForCausalLM"]}))
-    with pytest.raises(InputError, match="supported: LlamaForCausalLM"):
+    with pytest.raises(InputError, match="FalconForCausalLM cannot be exported .* it builds: .*LlamaForCausalLM"):
         build_onnx(bad, tmp_path / "onnx", OnnxOptions(), tmp_path / "cache")
     assert not (tmp_path / "onnx").exists()
+
+
+def test_the_builder_is_asked_which_architectures_it_builds():
+    from slmkit.quantize.onnx_genai import builder_architectures
+
+    archs = builder_architectures()  # read from the installed builder's own dispatch
+    assert {"LlamaForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM",
+            "GraniteForCausalLM"} <= archs
+    assert "GPT2LMHeadModel" not in archs and all(a.endswith("ForCausalLM") for a in archs)
 
 
 def test_model_card_snippet_runs_without_slmkit(tmp_path, llama):
