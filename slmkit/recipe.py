@@ -448,18 +448,46 @@ def _calibrating(cfg) -> list[tuple[str, str]]:
 
 
 def stage_data_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
-    """(YAML path, message) for each stage that needs a data split the recipe does not give."""
+    """(YAML path, message) for each stage that needs a data split the recipe does not give, with the fix."""
     out = []
-    has_calibration = recipe.data.calibration is not None or recipe.data.train is not None
+    d = recipe.data
+    has_calibration = d.calibration is not None or d.train is not None
     for s in recipe.stages:
-        if s.config is None or s.kind not in ("quantize", "export"):
+        if s.config is None:
             continue
-        for key, method in _calibrating(s.config):
+        at = ("stages", s._index, s.kind)
+        if s.kind in ("quantize", "export"):
+            for key, method in _calibrating(s.config):
+                if not has_calibration:
+                    out.append((at + ((key,) if key else ()) + ("calibration",),
+                                f"calibration {method} needs calibration data: add data.calibration (or "
+                                "data.train, its fallback), or use calibration: rtn"))
+        elif s.kind == "prune":
             if not has_calibration:
-                path = ("stages", s._index, s.kind) + ((key,) if key else ()) + ("calibration",)
-                out.append((path, f"calibration {method} needs calibration data: add data.calibration (or "
-                                  "data.train, its fallback), or use calibration: rtn"))
+                out.append((at, "prune needs calibration data: add data.calibration (or data.train, its fallback)"))
+            if getattr(s.config, "eval_samples", 0) and d.eval is None:
+                out.append((at + ("eval_samples",), "prune measures perplexity before and after on data.eval, "
+                                                     "which the recipe lacks: set eval_samples: 0 or add data.eval"))
+        elif s.kind == "distill" and d.train is None:
+            out.append((at, "distill trains on data.train, which the recipe lacks: add data.train"))
+        elif s.kind == "benchmark" and not recipe.predictive:
+            out += _benchmark_data_problems(s.config, d, at)
     return out
+
+
+# figures that need prompts to answer (chat or prompt_completion data), and those that need references
+_NEEDS_PROMPTS = {"top1_agreement", "teacher_kl", "answer_likelihood", "exact_match", "contains", "rouge_l"}
+
+
+def _benchmark_data_problems(cfg, data: DataConfig, at: tuple) -> list[tuple[tuple, str]]:
+    if cfg.quality and data.eval is None:
+        return [(at + ("quality",), f"the benchmark measures {cfg.quality} on data.eval, which the recipe lacks: "
+                                   "add data.eval, or set quality: [] to measure speed only")]
+    if data.eval is not None and data.eval.format == "text" and cfg.primary_metric in _NEEDS_PROMPTS:
+        return [(at + ("primary_metric",), f"primary_metric {cfg.primary_metric} needs eval prompts to answer, but "
+                                           "data.eval is text: use primary_metric: perplexity, or chat / "
+                                           "prompt_completion eval data")]
+    return []
 
 
 def _check_references(stages: list[dict], problems, lines):

@@ -192,3 +192,19 @@ def test_calibrated_export_without_data_is_refused_at_validation():
     found = problems(text)
     assert any("stages[0].export.onnx.calibration" in p and "needs calibration data" in p for p in found), found
     parse_recipe(text.replace("calibration: quantease", "calibration: rtn"))  # no data needed for rtn
+
+
+@pytest.mark.parametrize("stages, data, where, fix", [
+    ("- prune: {method: depth, keep_layers: 2}", "train: {path: builtin:prompts}",
+     "stages[0].prune.eval_samples", "set eval_samples: 0 or add data.eval"),
+    ("- prune: {method: depth, keep_layers: 2, eval_samples: 0}", "eval: {path: builtin:heldout}",
+     "stages[0].prune", "prune needs calibration data"),
+    ("- distill: {max_steps: 2}", "eval: {path: builtin:heldout}", "stages[0].distill", "add data.train"),
+    ("- benchmark: {}", "train: {path: builtin:prompts}", "stages[0].benchmark.quality", "set quality: []"),
+    ("- benchmark: {primary_metric: rouge_l}", "eval: {path: builtin:prompts, format: text, text_field: source}",
+     "stages[0].benchmark.primary_metric", "use primary_metric: perplexity"),
+])
+def test_a_stage_missing_its_data_is_named_with_the_fix(stages, data, where, fix):
+    text = f"name: r\nteacher: {{model: builtin:smollm2-135m-instruct}}\ndata:\n  {data}\nstages:\n  {stages}\n"
+    found = problems(text)
+    assert any(p.startswith(where) and fix in p for p in found), found
