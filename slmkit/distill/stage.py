@@ -101,7 +101,15 @@ def read_examples(path: Path) -> list[Example]:
     return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, train, t_hash) -> list[Example]:
+def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, train, t_hash,
+                         details: dict | None = None) -> list[Example]:
+    """The teacher's answers to the training prompts, generated once (a dataset artifact) and reused.
+
+    ``details`` receives the generation's token count and rate (from the dataset's manifest when reused).
+    """
+    import time
+
+    from slmkit.artifacts import read_manifest
     from slmkit.distill.generate import generate_responses, require_prompts
 
     require_prompts(train, "data: sequence_kd")
@@ -109,16 +117,24 @@ def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, tr
 
     def build(tmp: Path) -> dict:
         ctx.reporter.info(f"distill: the teacher generates responses for {len(train)} prompts (sequence-level KD)")
+        started = time.perf_counter()
         with ctx.reporter.progress(len(train), "distill: teacher responses") as bar:
             out = generate_responses(teacher, train, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                                      max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
                                      temperature=g.temperature, top_p=g.top_p, batch_size=g.batch_size,
                                      on_batch=bar.advance)
         write_examples(tmp / "examples.jsonl", out)
-        return {"examples": len(out), "response_tokens": sum(sum(e.loss_mask) for e in out)}
+        tokens, seconds = sum(sum(e.loss_mask) for e in out), time.perf_counter() - started
+        return {"examples": len(out), "response_tokens": tokens, "generate_seconds": round(seconds, 2),
+                "generated_tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
 
     key = {"teacher": t_hash, "data": _examples_key(train), "generation": g.model_dump(), "seed": ctx.recipe.seed}
-    return read_examples(ctx.dataset_artifact("distill-seqkd", key, build) / "examples.jsonl")
+    path = ctx.dataset_artifact("distill-seqkd", key, build)
+    if details is not None:
+        made = read_manifest(path).get("metrics", {})
+        details["sequence_kd"] = {k: made.get(k) for k in ("response_tokens", "generate_seconds",
+                                                            "generated_tokens_per_s")}
+    return read_examples(path / "examples.jsonl")
 
 
 def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t_hash):
@@ -145,15 +161,23 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
     return caches
 
 
-def on_policy_sampler(cfg: DistillConfig, tok):
+def on_policy_sampler(cfg: DistillConfig, tok, stats: dict | None = None):
+    """The student's samples for on-policy steps; ``stats`` accumulates tokens generated and seconds."""
+    import time
+
     from slmkit.distill.generate import generate_responses
 
     p = cfg.on_policy
+    stats = {} if stats is None else stats
 
     def sample(student, examples, step):
-        return generate_responses(student, examples, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                                  max_new_tokens=p.max_new_tokens, do_sample=p.do_sample,
-                                  temperature=p.temperature, batch_size=cfg.batch_size)
+        started = time.perf_counter()
+        out = generate_responses(student, examples, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                                 max_new_tokens=p.max_new_tokens, do_sample=p.do_sample,
+                                 temperature=p.temperature, batch_size=cfg.batch_size)
+        stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(sum(e.loss_mask) for e in out)
+        stats["generate_seconds"] = stats.get("generate_seconds", 0.0) + time.perf_counter() - started
+        return out
 
     return sample
 
@@ -196,7 +220,7 @@ def run(ctx: StageContext) -> StageOutput:
     t_hash = artifact_hash(ctx.teacher_dir)
     details: dict = {"data": cfg.data, "student_params": s_n, "teacher_params": t_n, "vocab_rows": vocab}
     if cfg.data == "sequence_kd":
-        train_ex = sequence_kd_examples(ctx, cfg, teacher.to(ctx.device), tok, train_ex, t_hash)
+        train_ex = sequence_kd_examples(ctx, cfg, teacher.to(ctx.device), tok, train_ex, t_hash, details)
     job = DistillJob(student, teacher, train_ex, eval_ex, tok.pad_token_id, vocab, cfg,
                      ctx.work_dir or ctx.out_dir.parent / f".{ctx.out_dir.name}-work", ctx.recipe.seed,
                      reporter=ctx.reporter, cpu=ctx.device.type == "cpu")
@@ -204,9 +228,15 @@ def run(ctx: StageContext) -> StageOutput:
         caches = offline_caches(ctx, cfg, teacher.to(ctx.device), tok, vocab, {"train": train_ex, "eval": eval_ex}, t_hash)
         job.teacher, job.topk_train, job.topk_eval = None, caches["train"], caches["eval"] if eval_ex else None
         del teacher  # the point of the cache: training never holds the teacher
+    sampled: dict = {}
     if cfg.on_policy.fraction > 0:
-        job.sampler = on_policy_sampler(cfg, tok)
+        job.sampler = on_policy_sampler(cfg, tok, sampled)
     result = train(job)
+    if sampled:
+        rate = sampled["generated_tokens"] / max(sampled["generate_seconds"], 1e-9)
+        details["on_policy"] = {"generated_tokens": sampled["generated_tokens"],
+                                "generate_seconds": round(sampled["generate_seconds"], 2),
+                                "generated_tokens_per_s": round(rate, 1)}
     if offline:
         sec = caches["train"].seconds_per_token * result.extra["tokens_trained"]
         details["teacher_seconds_saved"] = round(sec, 2)
@@ -220,7 +250,8 @@ def _finish(ctx: StageContext, job, tok, result, details: dict) -> StageOutput:
     save_model(job.student, tok, ctx.out_dir)
     shutil.copy(result.history_path, ctx.out_dir / "metrics.jsonl")
     final = {k: v for k, v in result.final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    details.update(steps=result.steps, resumed_from=result.resumed_from,
-                   train_seconds=round(result.extra["train_seconds"], 2))
+    seconds, tokens = result.extra["train_seconds"], result.extra["tokens_trained"]
+    details.update(steps=result.steps, resumed_from=result.resumed_from, train_seconds=round(seconds, 2),
+                   tokens_trained=int(tokens), trained_tokens_per_s=round(tokens / max(seconds, 1e-9), 1))
     notes = [f"Distilled for {result.steps} steps ({job.cfg.loss.kind}, data: {job.cfg.data})."]
     return StageOutput(metrics=final, details=details, model_card_notes=notes)

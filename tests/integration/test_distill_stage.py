@@ -55,10 +55,14 @@ def test_distill_modes_write_a_model_and_metrics(tmp_path, tiny_llama_dir, mode)
     if "offline" in mode:
         assert manifest["details"]["teacher_seconds_saved"] >= 0
         assert list((tmp_path / "runs/tiny").glob("distill-teacher-topk/v1/shard-00000.safetensors"))
+    details = manifest["details"]
+    assert details["tokens_trained"] > 0 and details["trained_tokens_per_s"] > 0
     if "sequence_kd" in mode:
         assert list((tmp_path / "runs/tiny").glob("distill-seqkd/v1/examples.jsonl"))
+        assert details["sequence_kd"]["response_tokens"] > 0 and details["sequence_kd"]["generated_tokens_per_s"] > 0
     if "on_policy" in mode:
         assert all(x["on_policy"] for x in lines)
+        assert details["on_policy"]["generated_tokens"] > 0 and details["on_policy"]["generated_tokens_per_s"] > 0
 
 
 def test_max_steps_zero_is_an_input_error_with_no_artifact(tmp_path, tiny_llama_dir):
