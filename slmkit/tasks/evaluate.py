@@ -18,6 +18,7 @@ from slmkit.tasks import metrics as M
 from slmkit.tasks.config import TaskConfig
 from slmkit.tasks.data import ScoringRow
 from slmkit.tasks.losses import as_label_logits
+from slmkit.tasks.metrics import spearman
 from slmkit.tasks.prefix import score_rows_shared
 from slmkit.tasks.scorers import CausalLMScorer, score_rows
 
@@ -80,14 +81,6 @@ def agreement(student: torch.Tensor, teacher: torch.Tensor) -> dict:
     if ps.shape[1] == 2:
         out["teacher_score_spearman"] = spearman(ps[:, 1], pt[:, 1])
     return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Rank correlation (average ranks for ties); None when either side is constant."""
-    ra, rb = M._ranks(np.asarray(a, dtype=np.float64)), M._ranks(np.asarray(b, dtype=np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def contexts_of(rows: Sequence[ScoringRow], candidates: int) -> list[list[ScoringRow]]:

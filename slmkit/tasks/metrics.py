@@ -17,17 +17,19 @@ LOWER_IS_BETTER = {"log_loss", "ece"}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank (what Mann-Whitney needs)."""
+    """1-based ranks with ties given their average rank (what Mann-Whitney needs).
+
+    Vectorised over runs of equal values: the bootstrap recomputes AUC thousands of times.
+    """
+    x = np.asarray(x)
     order = np.argsort(x, kind="mergesort")
     sorted_x = x[order]
+    first = np.ones(len(x), dtype=bool)
+    first[1:] = sorted_x[1:] != sorted_x[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(x)) - 1  # last position of each run of ties
     ranks = np.empty(len(x), dtype=np.float64)
-    start = 0
-    while start < len(x):
-        end = start
-        while end + 1 < len(x) and sorted_x[end + 1] == sorted_x[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
+    ranks[order] = ((starts + ends) / 2 + 1)[np.cumsum(first) - 1]
     return ranks
 
 
@@ -75,12 +77,17 @@ def expected_calibration_error(probs: np.ndarray, y: Sequence[int], n_bins: int 
     correct = (pred == y).astype(np.float64)
     # bin i holds conf in (i/n, (i+1)/n]; conf == 0 cannot happen for a distribution's max
     bins = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        members = bins == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
-    return float(ece)
+    # per bin: share * |mean correct - mean conf| = |sum correct - sum conf| / N
+    gap = np.bincount(bins, weights=correct, minlength=n_bins) - np.bincount(bins, weights=conf, minlength=n_bins)
+    return float(np.abs(gap).sum() / len(y))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Rank correlation (average ranks for ties); None when either side is constant."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    norm = np.sqrt((ra @ ra) * (rb @ rb))
+    return None if norm == 0 else float(ra @ rb / norm)
 
 
 def dcg(relevance_in_rank_order: np.ndarray, k: int) -> float:
