@@ -102,18 +102,19 @@ def measure_scorer(
 
         speed["torch-independent"] = E.scoring_speed(lambda r: score_rows(model, r, batch_size=64), rows,
                                                      batch_sizes=batch_sizes, candidates=candidates)
-    onnx = {}
+    onnx, onnx_logits = {}, {}
     if onnx_dir is not None:
         from slmkit.tasks.onnx_export import onnx_score_fn
 
         for name in ("scorer.onnx", "scorer.int8.onnx"):
             if (Path(onnx_dir) / name).is_file():
                 fn = onnx_score_fn(Path(onnx_dir) / name, model)
-                onnx[name] = E.evaluate(fn(rows), rows, task)[0]
+                onnx_logits[name] = fn(rows)
+                onnx[name] = E.evaluate(onnx_logits[name], rows, task)[0]
                 speed[f"onnxruntime:{name}"] = E.scoring_speed(fn, rows, batch_sizes=batch_sizes,
                                                                candidates=candidates)
     return {"metrics": metrics, "notes": notes, "logits": logits, "speed": speed, "onnx_metrics": onnx,
-            "scorer": model.kind}
+            "onnx_logits": onnx_logits, "scorer": model.kind}
 
 
 def export_scorer_artifact(model_dir: Path, rows: Path | Sequence[ScoringRow], task: TaskConfig, out_dir: Path, *,
@@ -174,8 +175,20 @@ def benchmark(ctx: StageContext) -> StageOutput:
     from slmkit.benchmark.scoring import benchmark_scorers
     from slmkit.benchmark.stage import finish, model_entries
 
-    cfg = ctx.stage.config
+    cfg, task = ctx.stage.config, ctx.recipe.predictive
     models = model_entries(ctx.teacher_dir, ctx.extras.get("artifacts", []), cfg.models)
     rows = split_rows(ctx, "eval", require_labels=True)
-    results = benchmark_scorers(models, rows, ctx.recipe.predictive, cfg, ctx.reporter.info, ctx.recipe.name)
+    results = benchmark_scorers(models, rows, task, cfg, ctx.reporter.info, ctx.recipe.name,
+                                prior=train_label_prior(ctx, task))
     return finish(ctx, results, models)
+
+
+def train_label_prior(ctx: StageContext, task: TaskConfig):
+    """Label frequencies of data.train (None without labelled training rows): the base rate the
+    log-loss and ECE baselines predict, so the baseline is not fitted on the eval labels."""
+    from slmkit.benchmark.baselines import label_frequencies
+
+    if ctx.recipe.data.train is None:
+        return None
+    labels = [r.label for r in split_rows(ctx, "train") if r.label is not None]
+    return label_frequencies(labels, len(task.labels)) if labels else None
