@@ -73,6 +73,46 @@ def hard_label_loss(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(student.float(), labels.long())
 
 
+def listwise_label_loss(student: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each group's softmax over positive scores against its relevant candidates.
+
+    The target spreads evenly over a group's relevant rows (label 1), so one relevant candidate
+    gives -log softmax(s)[relevant]: the ranking counterpart of the pointwise hard-label loss.
+    Groups with a single row or without a relevant row carry no signal and are skipped.
+    """
+    scores = positive_margin(student).float()
+    losses = []
+    for g in torch.unique(groups):
+        rows = groups == g
+        relevant = (labels[rows] == 1).float()
+        if rows.sum() < 2 or relevant.sum() == 0:
+            continue
+        losses.append(-(F.log_softmax(scores[rows], dim=0) * relevant).sum() / relevant.sum())
+    if not losses:
+        return scores.sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+LABEL_LOSSES = ("pointwise", "listwise")
+
+
+def label_loss(student: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None,
+               kind: str = "pointwise") -> torch.Tensor:
+    """The supervised loss of a fine-tuned scorer on labelled rows (label -1: unlabelled, skipped).
+
+    pointwise: cross-entropy of every row's label (BCE for a single logit); listwise: see
+    :func:`listwise_label_loss`.
+    """
+    known = labels >= 0
+    if kind == "pointwise":
+        return hard_label_loss(student[known], labels[known])
+    if kind == "listwise":
+        if groups is None:
+            raise ValueError("the listwise label loss needs the group id of every row")
+        return listwise_label_loss(student[known], labels[known], groups[known])
+    raise ValueError(f"unknown label loss {kind!r}; expected one of {list(LABEL_LOSSES)}")
+
+
 KD_LOSSES = {"kl": kl_loss, "bce": bce_loss}
 
 

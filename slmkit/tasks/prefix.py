@@ -106,6 +106,49 @@ def score_batched(
     return scorer.head(last_positions(hidden, suffix_mask.to(device)))
 
 
+def group_layout(prefix_len: int, lengths: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask [L, L], positions [L] and last-token indices [N] of one context and its candidates as ONE
+    sequence (L = prefix_len + sum(lengths)): the context is causal, candidates as in :func:`packed_layout`."""
+    own, positions, last = packed_layout(prefix_len, lengths)
+    causal = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
+    top = torch.cat([causal, torch.zeros((prefix_len, own.shape[0]), dtype=torch.bool)], dim=1)
+    return torch.cat([top, own]), torch.cat([torch.arange(prefix_len), positions]), prefix_len + last
+
+
+def packed_logits(scorer: CausalLMScorer, rows: Sequence[ScoringRow]) -> torch.Tensor:
+    """[N, K] label logits of ``rows`` with autograd on: each context once, its candidates after it.
+
+    The training counterpart of :func:`score_rows_shared`: one sequence per context (its rows'
+    candidates packed behind it under a block mask), the sequences right-padded into one batch.
+    A group of 8 candidates runs 1/2-1/3 of the tokens of independent rows padded to the longest.
+    Pad tokens attend to themselves only, so no attention row is empty.
+    """
+    model = scorer.model
+    weight, kernel = model.get_output_embeddings().weight, model.config._attn_implementation
+    by_context = list(group_indices([r.context for r in rows]).items())
+    seqs, layouts = [], []
+    for context, idx in by_context:
+        prefix = scorer.encode_prefix(context)
+        suffixes = [scorer.encode_suffix(rows[i].item) for i in idx]
+        seqs.append(prefix + [t for s in suffixes for t in s])
+        layouts.append(group_layout(len(prefix), [len(s) for s in suffixes]))
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), scorer.pad_id, dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(seqs), 1, 1)
+    positions = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, (seq, (m, pos, _)) in enumerate(zip(seqs, layouts)):
+        n = len(seq)
+        ids[b, :n], mask[b, :n, :n], positions[b, :n] = torch.tensor(seq), m, pos
+    hidden = model.get_decoder()(
+        input_ids=ids.to(weight.device),
+        attention_mask=attention_bias(mask, kernel, weight.dtype)[0, 0][:, None].to(weight.device),
+        position_ids=positions.to(weight.device), use_cache=False,
+    ).last_hidden_state
+    picked = torch.cat([hidden[b, last.to(weight.device)] for b, (_, _, last) in enumerate(layouts)])
+    order = torch.tensor([i for _, idx in by_context for i in idx])
+    return scorer.head(picked)[torch.argsort(order).to(weight.device)]
+
+
 STRATEGIES = {"packed": score_packed, "batched": score_batched}
 
 

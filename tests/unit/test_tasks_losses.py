@@ -80,3 +80,20 @@ def test_hard_label_mix_and_unlabeled_rows():
     assert ce.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 2)), rel=1e-6)
     with pytest.raises(ValueError):
         L.score_kd_loss(s, t, kind="mse", temperature=1.0)
+
+
+def test_listwise_label_loss_is_the_cross_entropy_of_each_groups_softmax():
+    from slmkit.tasks.losses import label_loss, listwise_label_loss
+
+    z = torch.randn(7, 1)
+    labels = torch.tensor([0, 1, 0, 0, 0, 1, 1])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2, 2])  # group 1 has no relevant row: skipped
+    s = z[:, 0]
+    want = (-torch.log_softmax(s[:3], 0)[1] - 0.5 * torch.log_softmax(s[5:], 0).sum()) / 2
+    assert torch.allclose(listwise_label_loss(z, labels, groups), want)
+    assert listwise_label_loss(z[3:5], labels[3:5], groups[3:5]).item() == 0.0
+    known = torch.tensor([0, 1, -1, 0, 0, 1, -1])  # -1: unlabelled rows leave both losses
+    assert torch.allclose(label_loss(z, known, groups, "pointwise"),
+                          torch.nn.functional.binary_cross_entropy_with_logits(s[known >= 0], known[known >= 0].float()))
+    with pytest.raises(ValueError, match="unknown label loss"):
+        label_loss(z, labels, groups, "pairwise")
