@@ -109,9 +109,15 @@ def run_recipe(recipe: Recipe, opts: RunOptions, reporter: Reporter) -> list[Sta
     if not selected:
         raise InputError(f"the recipe has no `{opts.only_kind}` stage")
     done: dict[str, StageResult] = {}
-    for stage in selected:
-        input_path = resolve_input(recipe, stage, store, done, {"teacher": teacher, "student": start}, opts)
-        done[stage.name] = run_stage(recipe, stage, input_path, teacher, store, done, opts, reporter, procs)
+    sources = {"teacher": teacher, "student": start}
+    for stage in recipe.stages[: recipe.stages.index(selected[-1]) + 1]:
+        if stage in selected:
+            input_path = resolve_input(recipe, stage, store, done, sources, opts)
+            done[stage.name] = run_stage(recipe, stage, input_path, sources["teacher"], store, done, opts, reporter,
+                                         procs)
+        if becomes_teacher(recipe, stage):
+            sources = hand_over(recipe, sources, _teacher_artifact(stage, store, done))
+            reporter.info(f"[{stage.name}] {sources['teacher']} is the teacher of the stages after it")
     failed = failed_gates(list(done.values()))
     if failed:
         raise GateFailed(failure_message(failed))
@@ -128,14 +134,52 @@ def failed_gates(results: list[StageResult]) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# the teacher hand-over: a fine-tune stage whose output later stages use as THE teacher
+
+
+def default_input(recipe: Recipe, stage: StageSpec) -> str:
+    """What a stage without `input` reads: the previous stage that stays on the model chain (a
+    fine-tune that became the teacher does not), else `teacher` for a fine-tune, else `student`."""
+    index = recipe.stages.index(stage)
+    previous = next((s for s in reversed(recipe.stages[:index]) if not becomes_teacher(recipe, s)), None)
+    if previous is not None:
+        return previous.name
+    return "teacher" if stage.kind == "finetune" else "student"
+
+
+def becomes_teacher(recipe: Recipe, stage: StageSpec) -> bool:
+    """A fine-tune stage with `as_teacher` (default: when it reads the teacher) hands its output on as the teacher."""
+    if stage.kind != "finetune" or stage.config is None:
+        return False
+    chosen = stage.config.as_teacher
+    return (stage.input or default_input(recipe, stage)) == "teacher" if chosen is None else chosen
+
+
+def hand_over(recipe: Recipe, sources: dict[str, Path], new: Path) -> dict[str, Path]:
+    """The sources after a fine-tune that became the teacher: ``new`` is the teacher, and the start of
+    the model chain too when the recipe names no student (the chain then starts from the teacher)."""
+    return {"teacher": new, "student": sources["student"] if recipe.student is not None else new}
+
+
+def _teacher_artifact(stage: StageSpec, store: Store, done: dict) -> Path:
+    if stage.name in done:
+        return done[stage.name].path
+    latest = store.latest(stage.name)  # `slmkit distill RECIPE`: the fine-tuned teacher of an earlier run
+    if latest is None:
+        raise InputError(f"stage {stage.name!r} fine-tunes the teacher of the later stages and has no artifact "
+                         f"in {store.root} yet: run it first (`slmkit run` or `slmkit finetune`)")
+    return latest
+
+
 def resolve_input(recipe: Recipe, stage: StageSpec, store: Store, done: dict, sources: dict[str, Path],
                   opts: RunOptions) -> Path:
     """The artifact a stage reads: --input, its `input`, or the previous stage's output."""
     if opts.input_override is not None and opts.only_kind:
         return _artifact_path(opts.input_override, "--input")
     index = [s.name for s in recipe.stages].index(stage.name)
-    ref = stage.input if stage.input is not None else (recipe.stages[index - 1].name if index else None)
-    if ref is None:
+    ref = stage.input if stage.input is not None else default_input(recipe, stage)
+    if ref == "student" and stage.input is None:
         return sources["student"]
     if ref in sources:
         if ref == "student" and recipe.student is None:
@@ -250,6 +294,8 @@ def _recipe_history(recipe: Recipe, input_path: Path) -> str:
 def _earlier_artifacts(recipe: Recipe, stage: StageSpec, store: Store, done: dict) -> list[dict]:
     out = []
     for s in recipe.stages[: recipe.stages.index(stage)]:
+        if becomes_teacher(recipe, s):
+            continue  # measured as the teacher itself
         path = done[s.name].path if s.name in done else store.latest(s.name)
         if path is not None:
             out.append({"id": read_manifest(path).get("id"), "stage": s.name, "kind": s.kind, "path": path,
@@ -375,19 +421,21 @@ def plan_recipe(recipe: Recipe, opts: RunOptions) -> list[dict]:
              "output": _planned_output(store, "source", teacher), "params": teacher_params,
              "memory_gb": round(teacher_params * bytes_per / 2**30, 2), "notes": "teacher in HF format"}]
     cached = _plan_cache(recipe, store, teacher, opts)
-    params, names = teacher_params, [s.name for s in recipe.stages]
-    for i, stage in enumerate(recipe.stages):
+    params = teacher_params
+    for stage in recipe.stages:
         if opts.only_kind not in (None, stage.kind):
             continue
-        notes = ""
+        notes = "the teacher of the stages after it" if becomes_teacher(recipe, stage) else ""
         if stage.kind == "prune":
             from slmkit.prune.stage import plan as prune_plan
 
             planned = prune_plan(stage.config, config)
             params, config, notes = planned["params"], planned.get("model_config", config), planned.get("summary", "")
-        memory = params * 4 if stage.kind != "distill" else teacher_params * bytes_per + params * 16
+        memory = {"distill": teacher_params * bytes_per + params * 16, "finetune": params * 16}.get(stage.kind,
+                                                                                                  params * 4)
+        ref = stage.input or default_input(recipe, stage)
         rows.append({"stage": stage.name, "kind": stage.kind,
-                     "input": stage.input or (names[i - 1] if i else ("student" if recipe.student else "source")),
+                     "input": "source" if ref == "teacher" or (ref == "student" and not recipe.student) else ref,
                      "output": _planned_output(store, stage.name, cached.get(stage.name)), "params": params,
                      "memory_gb": round(memory / 2**30, 2), "notes": notes})
     return rows
@@ -405,21 +453,26 @@ def _plan_cache(recipe: Recipe, store: Store, teacher: Path | None, opts: RunOpt
     sources, done, reused = {"teacher": teacher, "student": student}, {}, {}
     for stage in recipe.stages:
         if opts.only_kind not in (None, stage.kind):
+            if becomes_teacher(recipe, stage):  # not run: its latest artifact is the teacher, as in run_recipe
+                if store.latest(stage.name) is None:
+                    break
+                sources = hand_over(recipe, sources, store.latest(stage.name))
             continue
         try:
             input_path = resolve_input(recipe, stage, store, done, sources, opts)
         except InputError:
             break
-        index = recipe.stages.index(stage)
-        ref = stage.input if stage.input is not None else (recipe.stages[index - 1].name if index else None)
+        ref = stage.input if stage.input is not None else default_input(recipe, stage)
         if ref in {s.name for s in recipe.stages} and ref not in reused and opts.only_kind is None:
             break  # its input is rebuilt in this run
         extras = {"artifacts": _earlier_artifacts(recipe, stage, store, done)} if stage.kind == "benchmark" else {}
-        found = store.find_cached(stage.name, stage_key(recipe, stage, input_path, teacher, extras, opts))
+        found = store.find_cached(stage.name, stage_key(recipe, stage, input_path, sources["teacher"], extras, opts))
         if found is None:
-            break
+            break  # a new fine-tuned teacher changes every later key too: nothing after it is reused
         reused[stage.name] = found
         done[stage.name] = StageResult(stage.name, stage.kind, found, True, read_manifest(found))
+        if becomes_teacher(recipe, stage):
+            sources = hand_over(recipe, sources, found)
     return reused
 
 

@@ -39,6 +39,7 @@ from pydantic import (
 
 from slmkit.data import BUILTIN_DATA, resolve_data_path
 from slmkit.errors import RecipeError
+from slmkit.finetune.config import finetune_problems
 from slmkit.schema import StrictModel
 from slmkit.stages import STAGE_KINDS
 from slmkit.tasks.config import TaskConfig, task_stage_problems
@@ -227,6 +228,7 @@ def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (
     if recipe is not None:
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in task_stage_problems(recipe.task, recipe.stages)]
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in stage_data_problems(recipe)]
+        problems += [f"{_where(path, lines)}: {msg}" for path, msg in finetune_problems(recipe, base_dir or Path.cwd())]
     _check_references(stages_raw or [], problems, lines)
     _check_data_files(raw, base_dir or Path.cwd(), problems, lines)
     if problems:

@@ -34,6 +34,8 @@ def _load(ref: str):
 
 
 STAGE_KINDS: dict[str, StageKind] = {
+    "finetune": StageKind("slmkit.finetune.config:FinetuneConfig", "slmkit.finetune.stage:run",
+                          "slmkit.tasks.stage:finetune"),
     "prune": StageKind("slmkit.prune.config:PruneConfig", "slmkit.prune.stage:run"),
     "distill": StageKind("slmkit.distill.config:DistillStageConfig", "slmkit.distill.stage:run",
                          "slmkit.tasks.stage:distill"),

@@ -1,9 +1,11 @@
 """The stage kinds of ranking / classification recipes: their one way into distill, export, benchmark.
 
 The pipeline runs these in place of the generation stage bodies when the recipe has a
-``task:`` section (``slmkit.stages`` names both); prune and fine-tune work on scorers as on
-any model. Each entry takes the ``StageContext`` and returns a ``StageOutput``:
+``task:`` section (``slmkit.stages`` names both); prune works on scorers as on any model. Each
+entry takes the ``StageContext`` and returns a ``StageOutput``:
 
+- :func:`finetune` — the input scorer (by default the teacher) trained on the labels of
+  data.train, full or LoRA (merged), before anything is distilled from it.
 - :func:`distill` — teacher scores cached as a ``teacher_scores`` dataset artifact, the student
   (``ctx.input_dir``: a causal LM, a classifier or a bare encoder) trained on them.
 - :func:`export` — ``onnx/scorer.onnx`` + ``scorer.int8.onnx`` verified on eval rows, ``hf/``.
@@ -25,6 +27,7 @@ from slmkit.tasks.loading import load_scorer
 from slmkit.tasks.scorers import CausalLMScorer
 from slmkit.tasks.train import (
     distill_scorer,
+    finetune_scorer,
     read_teacher_cache,
     rows_fingerprint,
     teacher_logits,
@@ -127,6 +130,25 @@ def export_scorer_artifact(model_dir: Path, rows: Path | Sequence[ScoringRow], t
 
 
 # ---------------------------------------------------------------- the stage entry points
+
+
+def finetune(ctx: StageContext) -> StageOutput:
+    """Fine-tune the input scorer (by default the teacher) on the labels of data.train, full or LoRA."""
+    from slmkit.finetune.stage import adapt, describe, unwrap
+    from slmkit.models import save_model
+
+    task, cfg = ctx.recipe.predictive, ctx.stage.config
+    if ctx.input_dir is None:
+        raise InputError("finetune: no input model")
+    rows = split_rows(ctx, "train", require_labels=True)  # bad rows stop here, before a model is loaded
+    scorer = load_scorer(ctx.input_dir, task)  # fp32 master weights; `bf16: true` autocasts the compute
+    scorer.model, wrapped = adapt(scorer.model, cfg, ctx.recipe.seed)
+    scorer.model.to(ctx.device)
+    metrics = finetune_scorer(scorer, rows, cfg, seed=ctx.recipe.seed, work_dir=ctx.work_dir, reporter=ctx.reporter)
+    save_model(unwrap(scorer.model, wrapped).to("cpu"), scorer.tokenizer, ctx.out_dir)
+    return StageOutput(metrics=metrics, details={"scorer": scorer.kind, "method": cfg.method, "train_rows": len(rows),
+                                                 "label_loss": cfg.label_loss},
+                       model_card_notes=[describe(cfg).replace("data.train", f"the {task.kind} labels of data.train")])
 
 
 def distill(ctx: StageContext) -> StageOutput:
