@@ -154,12 +154,14 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A benchmark artifact or
 
 @app.command()
 def compare(a: Annotated[Path, typer.Argument(help="First results.json or benchmark artifact.")],
-            b: Annotated[Path, typer.Argument(help="Second results.json or benchmark artifact.")]):
-    """Print two benchmark results side by side."""
+            b: Annotated[Path, typer.Argument(help="Second results.json or benchmark artifact.")],
+            out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML page "
+                                                        "(default: compare.html in the current directory).")] = None):
+    """Print two benchmark results side by side and write them as an HTML page."""
     from slmkit import commands
 
     try:
-        typer.echo(commands.compare_results(a, b))
+        typer.echo(commands.compare_results(a, b, out))
     except SlmkitError as e:
         _fail(e)
 

@@ -139,14 +139,16 @@ def rerender_report(path: Path) -> Path:
     return render_report(_results_dir(path))
 
 
-def compare_results(a: Path, b: Path) -> str:
+def compare_results(a: Path, b: Path, out: Path | None = None) -> str:
+    """The terminal table of A and B, and the same rows as an HTML page (``out``, else ./compare.html)."""
     from rich.console import Console
 
-    from slmkit.benchmark.compare import compare
+    from slmkit.benchmark.compare import compare, write_compare
 
     console = Console(record=True, width=160, file=io.StringIO())
     console.print(compare(_results_dir(a), _results_dir(b)))
-    return console.export_text()
+    page = write_compare(_results_dir(a), _results_dir(b), Path(out) if out else Path("compare.html"))
+    return console.export_text() + f"wrote {page}\n"
 
 
 def _results_dir(path: Path) -> Path:

@@ -3,7 +3,8 @@
 Each figure says whether A and B differ by more than their noise: quality figures through a
 bootstrap of the difference over eval examples (paired when both runs scored the same examples,
 from the per-example values results.json keeps), or through their saved intervals; speed figures
-through their min-max spreads over the timed requests.
+through their min-max spreads over the timed requests. The same rows go to the terminal (a rich
+table) and to a self-contained HTML page styled like report.html.
 """
 
 from __future__ import annotations
@@ -85,3 +86,58 @@ def compare(a: Path, b: Path):
     for k, va, vb, ratio, beyond in compare_rows(ra, rb):
         t.add_row(k, *("—" if x is None else f"{x:.4g}" for x in (va, vb, ratio)), _VERDICT[beyond])
     return t
+
+
+# ---------------------------------------------------------------- the HTML page
+
+
+def _verdict_cell(va, vb, beyond):
+    """Colour and words: a screen reader and a printout both say which rows moved beyond the noise. The
+    colour says "moved", not "better": higher is better for some figures (tok/s), worse for others (ms)."""
+    from slmkit.benchmark.report import C
+
+    if beyond is True:
+        return C(f"{'▲' if vb > va else '▼'} {_VERDICT[True]}", cls="moved")
+    return C("within noise" if beyond is False else "cannot tell", cls="" if beyond is False else "skip")
+
+
+def compare_table(rows) -> object:
+    from slmkit.benchmark.report import DASH, C, Table, fmt_ratio, sig
+
+    t = Table([C(h) for h in ("figure", "A", "B", "B / A", "difference")], empty="no figures in either run")
+    for k, va, vb, ratio, beyond in rows:
+        t.add([C(k), C(sig(va), cls="num"), C(sig(vb), cls="num"),
+               C(fmt_ratio(ratio, 3) if ratio is not None else DASH, cls="num"), _verdict_cell(va, vb, beyond)],
+              "beyond" if beyond else "")
+    return t
+
+
+def _run_summary(label: str, r: dict) -> list[str]:
+    from slmkit.benchmark.report import _esc, html_headline
+
+    return [f"<h2>{label}: {_esc(r.get('recipe') or '')} <small>{_esc(r['_path'])}</small></h2>", *html_headline(r)]
+
+
+def compare_html(ra: dict, rb: dict) -> str:
+    """The compare page: both headlines, the rows that moved beyond their noise, then every row."""
+    from slmkit.benchmark.report import _esc, html_page, html_table
+
+    rows = compare_rows(ra, rb)
+    moved = [row for row in rows if row[4] is True]
+    told = sum(row[4] is not None for row in rows)
+    summary = (f"{len(moved)} of {told} figures that can be told apart differ by more than their noise "
+               f"({len(rows)} figures in all; B / A above 1 means B is higher).")
+    body = ["<header><h1>Benchmark compare: A vs B</h1></header>", *_run_summary("A", ra),
+            *_run_summary("B", rb), f'<p class="summary{" moved" if moved else ""}" role="status">{_esc(summary)}</p>',
+            "<h2>Larger than noise</h2>", html_table(compare_table(moved)),
+            "<h2>Every figure</h2>", html_table(compare_table(rows))]
+    return html_page("slmkit compare", body)
+
+
+def write_compare(a: Path, b: Path, out: Path) -> Path:
+    """Write the compare page of A and B (results.json files, report artifacts or run dirs) to ``out``."""
+    ra, rb = load_results(Path(a)), load_results(Path(b))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(compare_html(ra, rb))
+    return out

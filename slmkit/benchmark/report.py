@@ -1,6 +1,11 @@
-"""Render results.json as report.md, a self-contained report.html (plots embedded as base64 PNG)
-and a rich table for the terminal. Rendering reads only the results document (and PNGs saved
-beside it), so `slmkit report` re-renders without measuring anything.
+"""Render results.json for people: report.md, a self-contained report.html (plots embedded as
+base64 PNG) and a rich table for the terminal.
+
+The page answers first: one sentence (quality kept, speed, size of the final model against the
+teacher), then the gates, then the evidence (plots, tables, machine). Numbers are formatted here
+only (134.5M parameters, 77 MB, 4.3x); results.json keeps the machine-readable values. Rendering
+reads only the results document (and PNGs saved beside it), so `slmkit report` re-renders
+without measuring anything, and the same document gives the same bytes.
 """
 
 from __future__ import annotations
@@ -9,224 +14,550 @@ import base64
 import html
 import io
 import json
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmkit.benchmark.results import load_results
 
-Table = tuple[list[str], list[list[str]]]
+DASH = "—"
+
+# ---------------------------------------------------------------- numbers for people
 
 
-def _fmt(x, digits: int = 4) -> str:
+def sig(x: float | None, digits: int = 3) -> str:
+    """``x`` to at most ``digits`` significant figures, never in exponent notation, thousands separated."""
     if x is None:
-        return "—"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    if isinstance(x, list) and len(x) == 2 and all(isinstance(v, (int, float)) for v in x):
-        return f"[{x[0]:.3g}, {x[1]:.3g}]"  # a 95% interval
-    return str(x)
+        return DASH
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    rounded = round(x, digits - 1 - mag)
+    if rounded != 0 and math.floor(math.log10(abs(rounded))) > mag:  # 9.996 rounds up to 10.0: one decimal less
+        mag += 1
+    decimals = max(digits - 1 - mag, 0)
+    out = f"{rounded:,.{decimals}f}"
+    if "." in out:  # 0.310 -> 0.31, 5.00 -> 5: trailing zeros read as precision the figure lacks
+        out = out.rstrip("0").rstrip(".")
+    return "0" if float(out.replace(",", "")) == 0 else out
 
 
-def _with_ci(value, ci) -> str:
-    """``value [low, high]``: the 95% interval says how far the figure can be trusted."""
-    return _fmt(value) if not ci else f"{_fmt(value)} [{ci[0]:.3g}, {ci[1]:.3g}]"
+def fmt_count(n: float | None) -> str:
+    """Parameter counts: 134515008 -> ``134.5M``."""
+    if n is None:
+        return DASH
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(int(n))
 
 
-def _spread(stat: dict | None) -> str:
-    """``median (min–max)``: the spread tells whether two numbers differ beyond the noise."""
-    if not stat:
-        return "—"
-    return f"{stat['median']:.4g} ({stat['min']:.3g}–{stat['max']:.3g})"
+def fmt_bytes(n: float | None) -> str:
+    """Sizes in decimal units (1 MB = 10^6 bytes), three significant figures: ``538 MB``."""
+    if n is None:
+        return DASH
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{sig(n / scale)} {unit}"
+    return f"{int(n)} B"
 
 
-# ---------------------------------------------------------------- tables as plain rows
+def fmt_mb(mb: float | None) -> str:
+    return DASH if mb is None else fmt_bytes(mb * 1e6)
 
 
-def headline_table(r: dict) -> Table:
-    # the headline's own keys, in its order (scorer benchmarks have scoring_speedup, not decode_speedup)
-    return ["figure", "value"], [[k, _fmt(v)] for k, v in r["headline"].items()]
+def fmt_ratio(x: float | None, digits: int = 2) -> str:
+    """Speed-ups and ratios: 4.255 -> ``4.3x``."""
+    return DASH if x is None else f"{sig(x, digits)}x"
 
 
-def quality_table(r: dict) -> Table:
-    figures = sorted(
-        {f for m in r["models"] for v in m.get("variants", []) for f in (v.get("quality") or {})}
-    )
-    headers = ["model", "format", "backend", "params", "size MB", *figures, "quality_retained", "notes"]
-    rows = []
-    for m in r["models"]:
-        if m.get("status") == "failed":
-            rows.append([m["id"], "—", "—", "—", "—", *["—"] * len(figures), "—", f"FAILED: {m['reason']}"])
+def fmt_fraction(x: float | None) -> str:
+    """A ratio below 1 as a fraction a reader pictures: 0.143 -> ``1/7``, 0.6355 -> ``1/1.6``."""
+    if x is None or x <= 0:
+        return DASH
+    if x >= 1:
+        return fmt_ratio(x)
+    inverse = 1 / x
+    text = str(round(inverse)) if inverse >= 10 else sig(inverse, 2)
+    return "1/" + (text[:-2] if text.endswith(".0") else text)
+
+
+def fmt_interval(ci, digits: int = 3) -> str:
+    """A 95% interval as ``[low, high]``."""
+    return "" if not ci else f"[{sig(ci[0], digits)}, {sig(ci[1], digits)}]"
+
+
+def fmt_range(ci, digits: int = 2) -> str:
+    """An interval inside a sentence: ``0.88–0.94``."""
+    return f"{sig(ci[0], digits)}–{sig(ci[1], digits)}"
+
+
+def fmt_signed(x: float | None) -> str:
+    return DASH if x is None else ("+" if x > 0 else "") + sig(x)
+
+
+# ---------------------------------------------------------------- cells and tables
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: text for Markdown and the terminal, plus how HTML dresses it."""
+
+    text: str
+    note: str = ""  # an interval or a spread: smaller in HTML, after the text in Markdown
+    cls: str = ""  # CSS class: pass, fail, skip, num
+    link: str = ""  # anchor of a definition on the same page
+    fns: tuple[int, ...] = ()  # footnote numbers
+
+    def plain(self) -> str:
+        marks = "".join(f" [{n}]" for n in self.fns)
+        return f"{self.text} {self.note}".strip() + marks
+
+
+def C(text, note: str = "", cls: str = "", link: str = "", fns: tuple[int, ...] = ()) -> Cell:
+    return Cell(DASH if text is None or text == "" else str(text), note, cls, link, fns)
+
+
+@dataclass
+class Table:
+    headers: list[Cell]
+    rows: list[list[Cell]] = field(default_factory=list)
+    row_classes: list[str] = field(default_factory=list)  # per row: teacher, final, failed, skipped
+    empty: str = "none"
+
+    def add(self, cells: list[Cell], cls: str = "") -> None:
+        self.rows.append(cells)
+        self.row_classes.append(cls)
+
+
+def _headers(*names) -> list[Cell]:
+    return [n if isinstance(n, Cell) else Cell(n) for n in names]
+
+
+# ---------------------------------------------------------------- what figures mean
+
+DOCS = "docs/benchmark.md"
+# figure -> (anchor in docs/benchmark.md, one-line definition); the report repeats the line so a
+# reader without the repository still knows what a number means
+DEFINITIONS = {
+    "quality_retained": ("quality-retained", "the share of the teacher's primary figure the model keeps: "
+                         "(model - baseline) / (teacher - baseline) where the figure has a baseline (0 = no "
+                         "better than the trivial answer, 1 = as good as the teacher), else model / teacher "
+                         "(teacher / model for lower-is-better figures)"),
+    "decode_speedup": ("decode-speedup", "decode tokens/s over the teacher's on PyTorch fp32, same batch size"),
+    "scoring_speedup": ("scoring-speedup", "items scored per second (20 candidates per context) over the "
+                        "teacher's on PyTorch"),
+    "size_ratio": ("size-ratio", "weights on disk over the teacher's (tokenizer and config files excluded)"),
+    "params_ratio": ("params-ratio", "parameters over the teacher's, read from the weight files"),
+    "baseline": ("baselines", "what a model with no skill scores on the figure: a trivial answer, a unigram "
+                 "model or a random order"),
+    "perplexity": ("perplexity", "exp of the mean negative log-likelihood of the eval answer tokens"),
+    "general_perplexity": ("general-perplexity", "perplexity on general English prose no stage trained on"),
+    "top1_agreement": ("teacher-agreement", "how often the model's most likely next token is the teacher's, "
+                       "on the teacher's own answers"),
+    "teacher_kl": ("teacher-agreement", "KL(teacher || model) per answer token, on the teacher's own answers"),
+    "exact_match": ("task", "generated answer equals the reference, after normalisation"),
+    "contains": ("task", "generated answer contains the reference"),
+    "rouge_l": ("task", "ROUGE-L F1 of the generated answer against the reference"),
+    "answer_likelihood": ("answer-likelihood", "how likely the teacher finds the model's greedy answer, "
+                          "relative to its own (1 = as likely as its own, capped at 1)"),
+    "lm_eval_mean": ("lm-eval", "mean of the lm-evaluation-harness task scores"),
+}
+SCORING_DEFINITION = ("scoring-figures", "a ranking / classification figure (docs/predictive.md, Metrics)")
+HIGHER_IS_BETTER = {"perplexity": False, "general_perplexity": False, "teacher_kl": False, "log_loss": False,
+                    "ece": False}
+
+
+def definition(figure: str) -> tuple[str, str]:
+    """(docs anchor, one line) of a figure; scorer figures point to the predictive docs."""
+    if figure in DEFINITIONS:
+        return DEFINITIONS[figure]
+    if figure.startswith("lm_eval:"):
+        return DEFINITIONS["lm_eval_mean"][0], "an lm-evaluation-harness task score"
+    return SCORING_DEFINITION
+
+
+def def_anchor(figure: str) -> str:
+    return "def-" + re.sub(r"[^a-z0-9]+", "-", figure.lower()).strip("-")
+
+
+def _arrow(r: dict, figure: str) -> str:
+    up = r.get("primary_higher_is_better", True) if figure == r.get("primary_metric") else \
+        HIGHER_IS_BETTER.get(figure, True)
+    return "↑" if up else "↓"
+
+
+# ---------------------------------------------------------------- reasons and install hints
+
+_HINT = re.compile(r"\s*\((pip install [^()]+)\)")
+
+
+def split_hint(reason: str) -> tuple[str, str | None]:
+    """``"llama-cpp-python is not installed (pip install 'slmkit[llamacpp]')"`` -> the short reason and
+    the command, so the command is printed once in a footnote instead of on every row."""
+    m = _HINT.search(reason or "")
+    if not m:
+        return reason or "", None
+    return (reason[: m.start()] + reason[m.end():]).strip(), m.group(1)
+
+
+def _all_reasons(r: dict) -> list[str]:
+    out = []
+    for m in r.get("models", []):
+        out += [m.get("reason") or ""]
         for v in m.get("variants", []):
-            q, cis = v.get("quality") or {}, v.get("quality_ci") or {}
-            notes = "; ".join([f"{k} skipped: {why}" for k, why in (v.get("quality_skipped") or {}).items()]
-                              + list(v.get("notes") or []))
-            rows.append(
-                [
-                    m["id"],
-                    v["format"],
-                    v.get("quality_backend") or "—",
-                    _fmt(v.get("params")),
-                    _fmt((v.get("size_bytes") or 0) / 2**20),
-                    *[_with_ci(q.get(f), cis.get(f)) for f in figures],
-                    _with_ci(v.get("quality_retained"), _retained_ci(r, v)),
-                    notes,
-                ]
-            )
-    return headers, rows
+            out += list((v.get("quality_skipped") or {}).values())
+    for e in r.get("speed", []):
+        out += [e.get("reason") or "", (e.get("concurrency") or {}).get("reason") or ""]
+        out += [b.get("reason") or "" for b in e.get("batches", [])]
+    return out
 
 
-def _retained_ci(r: dict, v: dict):
+def install_hints(r: dict) -> list[str]:
+    """Every distinct install command named by a reason, in document order: footnote 1, 2, ..."""
+    return list(dict.fromkeys(h for h in (split_hint(x)[1] for x in _all_reasons(r)) if h))
+
+
+def reason_cell(reason: str | None, hints: list[str], prefix: str = "", cls: str = "skip") -> Cell:
+    short, hint = split_hint(reason or "")
+    return C(f"{prefix}{short}" if short else prefix.rstrip(": ") or DASH, cls=cls,
+             fns=(hints.index(hint) + 1,) if hint in hints else ())
+
+
+def skipped_groups(skipped: dict[str, str]) -> list[tuple[list[str], str]]:
+    """Metrics skipped for the same reason, grouped: one reason per row, not one per metric."""
+    groups: dict[str, list[str]] = {}
+    for metric, why in skipped.items():
+        groups.setdefault(why, []).append(metric)
+    return [(metrics, why) for why, metrics in groups.items()]
+
+
+def _notes_cell(v: dict, hints: list[str]) -> Cell:
+    groups = skipped_groups(v.get("quality_skipped") or {})
+    nothing = not any(x is not None for x in (v.get("quality") or {}).values())
+    parts, fns = [], []
+    for metrics, why in groups:
+        short, hint = split_hint(why)
+        parts.append(f"not measured: {short}" if nothing and len(groups) == 1 else f"{', '.join(metrics)}: {short}")
+        if hint in hints and hints.index(hint) + 1 not in fns:
+            fns.append(hints.index(hint) + 1)
+    parts += list(v.get("notes") or [])
+    return C("; ".join(parts), cls="skip wide" if groups else "wide", fns=tuple(fns)) if parts else C("")
+
+
+# ---------------------------------------------------------------- the answer first
+
+
+FORMAT_NAMES = {"hf": "safetensors", "onnx": "ONNX", "onnx_int8": "ONNX int8", "gguf": "GGUF"}
+
+
+def _variant(r: dict, model_id: str | None, fmt: str | None) -> dict | None:
+    m = next((m for m in r.get("models", []) if m["id"] == model_id), None)
+    return next((v for v in (m or {}).get("variants", []) if v["format"] == fmt), None)
+
+
+def _teacher_variant(r: dict) -> dict | None:
+    return _variant(r, r.get("teacher"), "hf")
+
+
+def model_name(r: dict, model_id: str) -> str:
+    recipe = r.get("recipe")
+    return model_id if not recipe or model_id.startswith(f"{recipe}/") else f"{recipe}/{model_id}"
+
+
+def _variant_desc(r: dict, h: dict) -> str:
+    """``ONNX, 4.9 bits/param``: results.json does not record the precision, its bytes per parameter do."""
+    fmt = h.get("variant_format")
+    v = _variant(r, h.get("model"), fmt) or {}
+    name = FORMAT_NAMES.get(fmt, fmt or "no model files")
+    if v.get("size_bytes") and v.get("params"):
+        return f"{name}, {sig(8 * v['size_bytes'] / v['params'], 2)} bits/param"
+    return name
+
+
+Segment = tuple[str, str]  # (text, anchor of its definition or "")
+
+
+def _quality_claim(r: dict, h: dict) -> list[Segment]:
+    q, p = h.get("quality_retained"), r.get("primary_metric", "quality")
+    if q is None:
+        return [(f"{p} not measured", def_anchor(p))]
+    out = [(f"{sig(q, 2)} of the teacher's ", ""), (p, def_anchor(p))]
+    if h.get("quality_retained_basis") == "above_baseline":
+        out += [(" ", ""), ("above its baseline", def_anchor("quality_retained"))]
+    elif not r.get("primary_higher_is_better", True):
+        out += [(" (teacher / model)", "")]
+    ci = h.get("quality_retained_ci")
+    return out + ([(f" (95% CI {fmt_range(ci)})", "")] if ci else [])
+
+
+def _speed_claim(h: dict) -> list[Segment]:
+    key, what = ("scoring_speedup", "scoring") if "scoring_speedup" in h else ("decode_speedup", "decode")
+    s = h.get(key)
+    if s is None:
+        return []
+    text = f"{fmt_ratio(s)} faster {what}" if s >= 1 else f"{fmt_ratio(1 / s)} slower {what}"
+    return [(text, def_anchor(key))]
+
+
+def _size_claim(h: dict) -> list[Segment]:
+    s = h.get("size_ratio")
+    if s is None:
+        return []
+    return [(f"{fmt_fraction(s)} the size" if s < 1 else f"{fmt_ratio(s)} the size", def_anchor("size_ratio"))]
+
+
+def headline_segments(r: dict) -> list[Segment]:
+    """The first line: which model, how much of the teacher's quality it keeps, how much faster and
+    smaller it is. With the teacher unable to do the task the retention claim is left out (the
+    note takes the first line's place)."""
+    h = r.get("headline") or {}
+    if not h.get("model"):
+        return [("No final model: this run has no model artifact to set against the teacher.", "")]
+    claims = [] if h.get("quality_retained_note") else [_quality_claim(r, h)]
+    claims += [c for c in (_speed_claim(h), _size_claim(h)) if c]
+    out: list[Segment] = [(f"{model_name(r, h['model'])} ({_variant_desc(r, h)}): ", "")]
+    for i, claim in enumerate(claims):
+        out += ([(", ", "")] if i else []) + claim
+    if h.get("quality_retained_note"):
+        out.append(("; no quality retention figure is given (see the warning above)", ""))
+    return out
+
+
+def headline_note(r: dict) -> str | None:
+    note = (r.get("headline") or {}).get("quality_retained_note")
+    return None if not note else note[0].upper() + note[1:]
+
+
+def headline_text(r: dict) -> str:
+    """The first line as plain text (terminal, tests); the teacher-cannot note comes first."""
+    sentence = "".join(t for t, _ in headline_segments(r)) + "."
+    note = headline_note(r)
+    return f"WARNING: {note}.\n{sentence}" if note else sentence
+
+
+def key_figures_table(r: dict) -> Table:
+    """The headline's figures with their evidence: intervals, absolute sizes, what they compare."""
+    h, t = r.get("headline") or {}, _teacher_variant(r) or {}
+    v = _variant(r, h.get("model"), h.get("variant_format")) or {}
+    p = r.get("primary_metric", "")
+    t_out = Table(_headers("figure", "value", "what it compares"))
+    basis = "above the baseline" if h.get("quality_retained_basis") == "above_baseline" else "model / teacher"
+    meaningless = " (meaningless here: see the warning)" if h.get("quality_retained_note") else ""
+    t_out.add([C("quality retained", link=def_anchor("quality_retained")),
+               C(sig(h.get("quality_retained"), 3), fmt_interval(h.get("quality_retained_ci")),
+                 cls="fail" if meaningless else ""), C(f"{p}, {basis}{meaningless}", cls="wide")])
+    if h.get("quality_retained_basis") == "above_baseline":
+        t_out.add([C("plain ratio"), C(sig(h.get("quality_retained_plain"), 3),
+                                       fmt_interval(h.get("quality_retained_plain_ci"))), C(f"{p}, model / teacher")])
+        base = (r.get("baselines") or {}).get(p) or {}
+        t_out.add([C("baseline", link=def_anchor("baseline")), C(sig(h.get("baseline"), 3)),
+                   C(base.get("what"), cls="wide")])
+    key = "scoring_speedup" if "scoring_speedup" in h else "decode_speedup"
+    versus = "items/s against the teacher on PyTorch" if key == "scoring_speedup" else \
+        f"decode tok/s against the teacher on PyTorch fp32, batch {h.get('batch_size')}"
+    t_out.add([C(key.replace("_", " "), link=def_anchor(key)), C(fmt_ratio(h.get(key))),
+               C(f"{versus}; served by {h.get('backend') or DASH}", cls="wide")])
+    size, params = h.get("size_ratio"), h.get("params_ratio")
+    t_out.add([C("size on disk", link=def_anchor("size_ratio")), C(fmt_bytes(v.get("size_bytes")), cls="num"),
+               C((f"{fmt_fraction(size)} of " if size else "") + f"the teacher's {fmt_bytes(t.get('size_bytes'))}")])
+    t_out.add([C("parameters", link=def_anchor("params_ratio")), C(fmt_count(v.get("params")), cls="num"),
+               C((f"{fmt_ratio(params)} " if params else "") + f"the teacher's {fmt_count(t.get('params'))}")])
+    return t_out
+
+
+# ---------------------------------------------------------------- gates
+
+
+def gates_table(r: dict) -> Table:
+    """Each gate with its verdict in colour and in words (screen readers, report.md, print)."""
+    t = Table(_headers("figure", "needs", "value", "verdict", "margin", "why"),
+              empty="No gates set (a benchmark stage's gates fail a run on a figure, see the docs).")
+    for g in r.get("gates", []):
+        figure = g["figure"]
+        base = re.sub(r"_(low|high)$", "", figure)
+        why = _gate_why(r, g)
+        t.add([C(figure, link=def_anchor(base) if base in DEFINITIONS else ""),
+               C(f"{g['op']} {sig(g['threshold'])}", cls="num"), C(sig(g.get("value")), cls="num"),
+               C("✔ pass" if g["passed"] else "✘ FAIL", cls="pass" if g["passed"] else "fail"),
+               C(fmt_signed(g.get("margin")), cls="num"), C(why, cls="wide")], "" if g["passed"] else "failed")
+    return t
+
+
+def _gate_why(r: dict, g: dict) -> str:
+    """Why a gate failed whatever its value, short: the headline's note is already the first line."""
+    reason = g.get("reason")
+    if reason and reason == (r.get("headline") or {}).get("quality_retained_note"):
+        return reason.split(":")[0] + " (see the warning above)"
+    return reason or ("not measured" if g.get("value") is None else "")
+
+
+def gates_summary(r: dict) -> tuple[str, str]:
+    """(sentence, css class) over all gates: ``2 of 3 gates pass; failed: decode_speedup``."""
+    gates = r.get("gates") or []
+    if not gates:
+        return "", ""
+    failed = [g["figure"] for g in gates if not g["passed"]]
+    if not failed:
+        return f"✔ All {len(gates)} gate{'s' if len(gates) > 1 else ''} pass.", "pass"
+    return f"✘ {len(gates) - len(failed)} of {len(gates)} gates pass; failed: {', '.join(failed)}.", "fail"
+
+
+# ---------------------------------------------------------------- the evidence
+
+
+def _role(r: dict, model_id: str) -> str:
+    return "teacher" if model_id == r.get("teacher") else "final" if model_id == r.get("final_model") else ""
+
+
+def _model_cell(r: dict, model_id: str) -> Cell:
+    role = _role(r, model_id)
+    return C(model_id + (" (final)" if role == "final" else ""), cls=role)
+
+
+def _quality_figures(r: dict) -> list[str]:
+    """The primary figure first, then the others in name order."""
+    found = {f for m in r.get("models", []) for v in m.get("variants", []) for f in (v.get("quality") or {})}
+    p = r.get("primary_metric")
+    return ([p] if p in found else []) + sorted(found - {p})
+
+
+def retained_ci(r: dict, v: dict):
+    """The interval of a variant's quality_retained: above the baseline where it was measured so."""
     p = r.get("primary_metric")
     above = p in (r.get("baselines") or {}) and (v.get("above_baseline") or {}).get(p) is not None
     return (v.get("above_baseline_ci" if above else "retained_ci") or {}).get(p)
 
 
+def quality_table(r: dict) -> Table:
+    figures, hints = _quality_figures(r), install_hints(r)
+    heads = [C(f"{f} {_arrow(r, f)}", link=def_anchor(f)) for f in figures]
+    t = Table(_headers("model", "format", "runtime", "params", "size", *heads,
+                       C("retained", link=def_anchor("quality_retained")), "notes"))
+    for m in r.get("models", []):
+        if m.get("status") == "failed":
+            t.add([_model_cell(r, m["id"]), *[C("")] * (5 + len(figures)),
+                   reason_cell(m.get("reason"), hints, "✘ FAILED: ", cls="fail wide")], "failed")
+        for v in m.get("variants", []):
+            q, cis = v.get("quality") or {}, v.get("quality_ci") or {}
+            t.add([_model_cell(r, m["id"]), C(FORMAT_NAMES.get(v["format"], v["format"])),
+                   C(v.get("quality_backend")), C(fmt_count(v.get("params")), cls="num"),
+                   C(fmt_bytes(v.get("size_bytes")), cls="num"),
+                   *[C(sig(q.get(f)), fmt_interval(cis.get(f)), cls="num") for f in figures],
+                   C(sig(v.get("quality_retained")), fmt_interval(retained_ci(r, v)), cls="num"),
+                   _notes_cell(v, hints)], _role(r, m["id"]))
+    return t
+
+
 def baseline_table(r: dict) -> Table:
     """Each figure's chance or trivial baseline: what a model that cannot do the task would score."""
-    rows = [[f, _with_ci(b.get("value"), b.get("ci")), b.get("what", "")] for f, b in (r.get("baselines") or {}).items()]
-    return ["figure", "baseline [95% CI]", "what scores it"], rows
+    t = Table(_headers("figure", "baseline", "what scores it"))
+    for f, b in (r.get("baselines") or {}).items():
+        t.add([C(f, link=def_anchor(f)), C(sig(b.get("value")), fmt_interval(b.get("ci")), cls="num"),
+               C(b.get("what"), cls="wide")])
+    return t
+
+
+def _spread_cell(stat: dict | None, key: str = "median") -> Cell:
+    """``median (min–max)``: the spread tells whether two numbers differ beyond the noise."""
+    if not stat:
+        return C("")
+    return C(sig(stat[key]), f"({sig(stat['min'])}–{sig(stat['max'])})", cls="num")
+
+
+def _skipped_speed_row(r: dict, e: dict, batch, reason, status: str, hints: list[str]) -> list[Cell]:
+    cls = "fail" if status == "failed" else "skip"
+    mark = "✘ failed: " if status == "failed" else "skipped: "
+    return [_model_cell(r, e["model"]), C(e["backend"]), C(batch), *[C("")] * 7,
+            reason_cell(reason, hints, mark, f"{cls} wide")]
 
 
 def speed_table(r: dict) -> Table:
-    headers = [
-        "model",
-        "backend",
-        "batch",
-        "status",
-        "decode tok/s",
-        "prefill tok/s",
-        "TTFT ms",
-        "latency p50/p95/p99 ms",
-        "peak RSS MB",
-        "load s",
-        "decode speedup vs teacher fp32",
-        "notes",
-    ]
-    rows = []
-    for e in r["speed"]:
+    hints = install_hints(r)
+    t = Table(_headers("model", "runtime", "batch", "decode tok/s", "prefill tok/s", "TTFT ms",
+                       "latency ms p50 / p95 / p99", "peak RSS", "load s",
+                       C("decode speedup", link=def_anchor("decode_speedup")), "status"))
+    for e in r.get("speed", []):
         if e.get("status") != "ok" and not e.get("batches"):
-            rows.append(
-                [e["model"], e["backend"], "—", e["status"].upper(), *["—"] * 7, e.get("reason") or ""]
-            )
+            t.add(_skipped_speed_row(r, e, "", e.get("reason"), e.get("status", ""), hints), "skipped")
             continue
-        for b in e["batches"]:
+        for b in e.get("batches", []):
             if b["status"] != "ok":
-                rows.append(
-                    [
-                        e["model"],
-                        e["backend"],
-                        str(b["batch_size"]),
-                        b["status"].upper(),
-                        *["—"] * 7,
-                        b.get("reason") or "",
-                    ]
-                )
+                t.add(_skipped_speed_row(r, e, b["batch_size"], b.get("reason"), b["status"], hints), "skipped")
                 continue
             lat = b["latency_ms"]
             ratio = ((b.get("ratios") or {}).get("vs_teacher_baseline") or {}).get("decode_speedup")
-            rows.append(
-                [
-                    e["model"],
-                    e["backend"],
-                    str(b["batch_size"]),
-                    "ok",
-                    _spread(b["decode_tok_s"]),
-                    _spread(b["prefill_tok_s"]),
-                    _spread(b["ttft_ms"]),
-                    f"{lat['p50']:.4g} / {lat['p95']:.4g} / {lat['p99']:.4g} (n={lat['n']})",
-                    _fmt(e.get("peak_rss_mb")),
-                    _fmt(e.get("load_s"), 3),
-                    _fmt(ratio, 3),
-                    "",
-                ]
-            )
-    return headers, rows
+            t.add([_model_cell(r, e["model"]), C(e["backend"]), C(b["batch_size"]),
+                   _spread_cell(b["decode_tok_s"]), _spread_cell(b["prefill_tok_s"]), _spread_cell(b["ttft_ms"]),
+                   C(f"{sig(lat['p50'])} / {sig(lat['p95'])} / {sig(lat['p99'])}", f"(n={lat['n']})", cls="num"),
+                   C(fmt_mb(e.get("peak_rss_mb")), cls="num"), C(sig(e.get("load_s"), 2), cls="num"),
+                   C(fmt_ratio(ratio), cls="num"), C("ok")], _role(r, e["model"]))
+    return t
 
 
 def concurrency_table(r: dict) -> Table:
-    headers = [
-        "model",
-        "backend",
-        "requests",
-        "status",
-        "throughput tok/s",
-        "latency p50 ms",
-        "gain vs teacher fp32",
-    ]
-    rows = []
-    for e in r["speed"]:
+    hints = install_hints(r)
+    t = Table(_headers("model", "runtime", "requests", "throughput tok/s", "latency p50 ms", "gain vs teacher fp32",
+                       "status"), empty="Not measured (speed.concurrency is 0).")
+    for e in r.get("speed", []):
         c = e.get("concurrency")
         if not c:
             continue
         gain = ((e.get("ratios") or {}).get("vs_teacher_baseline") or {}).get("throughput_gain")
         ok = c["status"] == "ok"
-        rows.append(
-            [
-                e["model"],
-                e["backend"],
-                str(c["requests"]),
-                c["status"] if ok else f"{c['status']}: {c['reason']}",
-                _spread(c.get("throughput_tok_s")) if ok else "—",
-                _fmt(c["latency_ms"]["p50"]) if ok else "—",
-                _fmt(gain, 3),
-            ]
-        )
-    return headers, rows
-
-
-def gates_table(r: dict) -> Table:
-    rows = [
-        [
-            g["figure"],
-            f"{g['op']}{g['threshold']:g}",
-            _fmt(g["value"]),
-            "pass" if g["passed"] else "FAIL",
-            _fmt(g["margin"]),
-        ]
-        for g in r.get("gates", [])
-    ]
-    return ["figure", "needs", "value", "verdict", "margin"], rows
-
-
-def hardware_table(r: dict) -> Table:
-    hw = r.get("hardware") or {}
-    cpu = hw.get("cpu") or {}
-    gpu = hw.get("gpu") or {}
-    libs = ", ".join(f"{k} {v}" for k, v in (hw.get("libraries") or {}).items() if v)
-    rows = [
-        [
-            "CPU",
-            f"{cpu.get('model')} ({cpu.get('physical_cores')} cores, {cpu.get('logical_cores')} threads, "
-            f"{cpu.get('memory_gb')} GB)",
-        ],
-        ["CPU flags", " ".join(cpu.get("flags") or []) or "—"],
-        ["GPU", f"{gpu.get('name')} ({gpu.get('memory_gb')} GB)" if gpu else "none"],
-        ["torch threads", _fmt(hw.get("torch_threads"))],
-        ["libraries", libs],
-        ["OS", hw.get("os") or "—"],
-    ]
-    return ["", ""], rows
+        t.add([_model_cell(r, e["model"]), C(e["backend"]), C(c["requests"]),
+               _spread_cell(c.get("throughput_tok_s")) if ok else C(""),
+               C(sig(c["latency_ms"]["p50"]), cls="num") if ok else C(""), C(fmt_ratio(gain), cls="num"),
+               C("ok") if ok else reason_cell(c.get("reason"), hints, f"{c['status']}: ")], _role(r, e["model"]))
+    return t
 
 
 def scoring_speed_table(r: dict) -> Table:
     """Scorers (ranking / classification): items/s per batch size and per-context latency."""
     rows = r.get("scoring_speed") or []
     figures = list(dict.fromkeys(k for e in rows for k in e if k.startswith(("items_per_s", "context_latency"))))
-    return (["model", "format", "backend", *figures],
-            [[e["model"], e["format"], e["backend"], *[_fmt(e.get(f)) for f in figures]] for e in rows])
+    t = Table(_headers("model", "format", "runtime", *figures))
+    for e in rows:
+        t.add([_model_cell(r, e["model"]), C(FORMAT_NAMES.get(e["format"], e["format"])), C(e["backend"]),
+               *[C(sig(e.get(f)), cls="num") for f in figures]], _role(r, e["model"]))
+    return t
+
+
+def _known(*parts) -> str:
+    """Join the parts whose value is known: a document from an older or smaller benchmark lacks some."""
+    return ", ".join(text for text, value in parts if value is not None)
+
+
+def hardware_table(r: dict) -> Table:
+    hw = r.get("hardware") or {}
+    cpu, gpu = hw.get("cpu") or {}, hw.get("gpu") or {}
+    libs = ", ".join(f"{k} {v}" for k, v in (hw.get("libraries") or {}).items() if v)
+    counts = _known((f"{cpu.get('physical_cores')} cores", cpu.get("physical_cores")),
+                    (f"{cpu.get('logical_cores')} threads", cpu.get("logical_cores")),
+                    (f"{sig(cpu.get('memory_gb'))} GB", cpu.get("memory_gb")))
+    t = Table(_headers("", ""))
+    t.add([C("CPU"), C(f"{cpu.get('model') or DASH}" + (f" ({counts})" if counts else ""))])
+    t.add([C("CPU flags"), C(" ".join(cpu.get("flags") or []))])
+    t.add([C("GPU"), C(f"{gpu.get('name')} ({sig(gpu.get('memory_gb'))} GB)" if gpu else "none")])
+    t.add([C("torch threads"), C(hw.get("torch_threads"))])
+    t.add([C("libraries"), C(libs)])
+    t.add([C("OS"), C(hw.get("os"))])
+    return t
 
 
 SECTIONS = [
-    ("Headline", headline_table),
-    ("Gates", gates_table),
     ("Quality (95% intervals in brackets)", quality_table),
     ("Baselines", baseline_table),
-    ("Speed", speed_table),
+    ("Speed (median, min–max over the timed requests)", speed_table),
     ("Concurrent requests", concurrency_table),
     ("Machine", hardware_table),
 ]
 SCORING_SECTIONS = [  # ranking / classification recipes: no decoding, so scoring speed instead
-    ("Headline", headline_table),
-    ("Gates", gates_table),
     ("Quality (95% intervals in brackets)", quality_table),
     ("Baselines", baseline_table),
     ("Scoring speed", scoring_speed_table),
@@ -240,27 +571,71 @@ def sections(r: dict) -> list:
 
 # ---------------------------------------------------------------- plots
 
+DPI = 110
+# colour-blind-safe (Okabe-Ito) colour and a marker shape per runtime family: told apart in grey too
+FAMILY_STYLE = {"PyTorch": ("#0072B2", "o"), "ONNX Runtime": ("#E69F00", "s"), "llama.cpp": ("#009E73", "D"),
+                "vLLM": ("#CC79A7", "^")}
 
-def _points(r: dict, b0: int) -> list[dict]:
-    """One point per (model variant, backend) measured at batch b0: latency p50 and primary figure."""
-    pm = r["primary_metric"]
-    variants = {(m["id"], v["format"]): v for m in r["models"] for v in m.get("variants", [])}
+
+def runtime_family(backend: str | None) -> str:
+    b = backend or ""
+    if b.startswith("torch"):
+        return "PyTorch"
+    if b.startswith("onnxruntime"):
+        return "ONNX Runtime"
+    return {"llama_cpp": "llama.cpp", "vllm": "vLLM"}.get(b, b or "?")
+
+
+SHORT_BACKEND = {"torch_fp32": "fp32", "torch_bf16": "bf16", "onnxruntime_genai": "ONNX", "llama_cpp": "GGUF",
+                 "vllm": "vLLM", "torch-independent": "torch, unshared", "onnxruntime:scorer.onnx": "ONNX",
+                 "onnxruntime:scorer.int8.onnx": "ONNX int8"}
+
+
+def _point(r: dict, model_id: str, backend: str, v: dict, x: float, x_lo: float, x_hi: float, y, ci,
+           tag: str = "") -> dict:
+    lo, hi = ci if ci else (y, y)
+    return {"model": model_id, "backend": backend, "tag": tag or SHORT_BACKEND.get(backend, backend),
+            "family": runtime_family(backend), "x": x,
+            "x_lo": x_lo, "x_hi": x_hi, "y": y, "y_lo": lo, "y_hi": hi, "role": _role(r, model_id),
+            "size_mb": (v.get("size_bytes") or 0) / 1e6}
+
+
+def latency_points(r: dict) -> list[dict]:
+    """One point per (model variant, runtime): request latency (generation, at the first batch size) or
+    per-context latency (scorers) against the primary figure with its 95% interval."""
+    pm = r.get("primary_metric")
+    variants = {(m["id"], v["format"]): v for m in r.get("models", []) for v in m.get("variants", [])}
     pts = []
-    for e in r["speed"]:
+    if "scoring_speed" in r:
+        for e in r["scoring_speed"]:
+            v = variants.get((e["model"], e["format"])) or {}
+            q, x = (v.get("quality") or {}).get(pm), e.get("context_latency_p50_ms")
+            if q is not None and x is not None:
+                hi = e.get("context_latency_p99_ms", x)
+                pts.append(_point(r, e["model"], e["backend"], v, x, x, hi, q, (v.get("quality_ci") or {}).get(pm)))
+        return pts
+    b0 = r["settings"]["speed"]["batch_sizes"][0]
+    for e in r.get("speed", []):
         b = next((b for b in e.get("batches", []) if b["batch_size"] == b0 and b["status"] == "ok"), None)
-        v = variants.get((e["model"], e["format"]))
-        q = ((v or {}).get("quality") or {}).get(pm)
+        v = variants.get((e["model"], e["format"])) or {}
+        q = (v.get("quality") or {}).get(pm)
         if b and q is not None:
-            pts.append(
-                {
-                    "label": f"{e['model']} · {e['backend']}",
-                    "teacher": e["model"] == r["teacher"],
-                    "latency": b["latency_ms"]["p50"],
-                    "quality": q,
-                    "size_mb": (v.get("size_bytes") or 0) / 2**20,
-                    "retained": v.get("quality_retained"),
-                }
-            )
+            lat = b["latency_ms"]
+            pts.append(_point(r, e["model"], e["backend"], v, lat["p50"], lat.get("min", lat["p50"]),
+                              lat.get("max", lat["p50"]), q, (v.get("quality_ci") or {}).get(pm)))
+    return pts
+
+
+def size_points(r: dict) -> list[dict]:
+    """One point per model variant: weights on disk against quality retained with its interval."""
+    pts = []
+    for m in r.get("models", []):
+        for v in m.get("variants", []):
+            q = v.get("quality_retained")
+            if q is not None and v.get("size_bytes"):
+                mb = v["size_bytes"] / 1e6
+                pts.append(_point(r, m["id"], v.get("quality_backend") or v["format"], v, mb, mb, mb, q,
+                                  retained_ci(r, v), FORMAT_NAMES.get(v["format"], v["format"])))
     return pts
 
 
@@ -278,185 +653,435 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
 
 
 def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
 
 
-def _scatter(ax, pts: list[dict], x: str, y: str) -> None:
+def _new_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _draw_points(ax, pts: list[dict]) -> None:
+    """Error bars from the 95% intervals (y) and the timed spread (x); a colour and marker per runtime
+    family; the teacher a large star, the final model ringed in black."""
+    for fam in sorted({p["family"] for p in pts}, key=lambda f: (f not in FAMILY_STYLE, f)):
+        color, marker = FAMILY_STYLE.get(fam, ("#555555", "v"))
+        sub = [p for p in pts if p["family"] == fam]
+        ax.errorbar([p["x"] for p in sub], [p["y"] for p in sub],
+                    xerr=[[max(p["x"] - p["x_lo"], 0) for p in sub], [max(p["x_hi"] - p["x"], 0) for p in sub]],
+                    yerr=[[max(p["y"] - p["y_lo"], 0) for p in sub], [max(p["y_hi"] - p["y"], 0) for p in sub]],
+                    fmt=marker, color=color, ms=7, capsize=3, elinewidth=1, label=fam, zorder=3)
     for p in pts:
-        marker, size = ("*", 220) if p["teacher"] else ("o", 50)
-        ax.scatter(
-            p[x], p[y], marker=marker, s=size, color="crimson" if p["teacher"] else "steelblue", zorder=3
-        )
-        ax.annotate(
-            ("TEACHER: " if p["teacher"] else "") + p["label"],
-            (p[x], p[y]),
-            fontsize=7,
-            xytext=(4, 4),
-            textcoords="offset points",
-        )
+        if p["role"] == "teacher":
+            ax.scatter([p["x"]], [p["y"]], marker="*", s=320, color="#D55E00", edgecolors="black", zorder=5,
+                       label="teacher")
+        elif p["role"] == "final":
+            ax.scatter([p["x"]], [p["y"]], marker="o", s=190, facecolors="none", edgecolors="black",
+                       linewidths=2, zorder=5, label="final model")
     ax.grid(alpha=0.3)
 
 
-def pareto_png(r: dict) -> bytes | None:
-    """Quality (primary metric) against request latency at the first batch size; teacher starred."""
-    from matplotlib.figure import Figure
+def _labels(pts: list[dict]) -> list[str]:
+    """The model id, with its runtime or format where the model appears more than once."""
+    count: dict[str, int] = {}
+    for p in pts:
+        count[p["model"]] = count.get(p["model"], 0) + 1
+    return [p["model"] + (f" · {p['tag']}" if count[p["model"]] > 1 else "") for p in pts]
 
-    b0 = r["settings"]["speed"]["batch_sizes"][0]
-    pts = _points(r, b0)
+
+# candidate label offsets (points) around a marker, nearest ring first and level with the point first
+# (a label beside its point is read as its own); labels beyond the first ring get a leader line
+_RINGS = (4, 14, 26, 40, 56)
+_DIRECTIONS = ((1, 0), (-1, 0), (0.8, 0.6), (0.8, -0.6), (-0.8, 0.6), (-0.8, -0.6), (0, 1), (0, -1))
+MARKER_RADIUS = {"teacher": 9.0, "final": 7.0, "": 4.0}  # points: the star, the ring, a plain marker
+
+
+def _offsets(role: str) -> list[tuple[float, float, bool]]:
+    """(dx, dy, leader line) candidates in points, measured from the marker's edge, not its centre."""
+    edge = MARKER_RADIUS[role]
+    return [((edge + r) * dx, (edge + r) * dy, r > _RINGS[0]) for r in _RINGS for dx, dy in _DIRECTIONS]
+
+
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _outside(box, frame) -> float:
+    inside = _overlap(box, frame)
+    return box.width * box.height - inside
+
+
+def _annotate(ax, p: dict, text: str, offset: tuple[float, float, bool]):
+    dx, dy, far = offset
+    return ax.annotate(
+        text, (p["x"], p["y"]), xytext=(dx, dy), textcoords="offset points", fontsize=9,
+        ha="left" if dx > 0 else "right" if dx < 0 else "center",
+        va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+        fontweight="bold" if p["role"] else "normal", zorder=6,
+        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},  # lines pass behind
+        arrowprops={"arrowstyle": "-", "color": "0.45", "lw": 0.7, "shrinkA": 1,
+                    "shrinkB": MARKER_RADIUS[p["role"]]} if far else None)
+
+
+def place_labels(ax, pts: list[dict]) -> list:
+    """Label every point where the label overlaps no other label, no marker and stays in the axes:
+    the first free candidate offset, nearest first (the teacher and the final model choose first);
+    where none is free, the least overlapping. Deterministic: same points, same places."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    from matplotlib.transforms import Bbox
+
+    px = fig.dpi / 72
+    taken = []
+    for p in pts:
+        (cx, cy), rad = ax.transData.transform((p["x"], p["y"])), MARKER_RADIUS[p["role"]] * px
+        taken.append(Bbox.from_extents(cx - rad, cy - rad, cx + rad, cy + rad))
+    order = sorted(range(len(pts)), key=lambda i: ({"teacher": 0, "final": 1}.get(pts[i]["role"], 2), i))
+    texts, anns = _labels(pts), []
+    for i in order:
+        best = None
+        for offset in _offsets(pts[i]["role"]):
+            ann = _annotate(ax, pts[i], texts[i], offset)
+            box = ann.get_window_extent(renderer).padded(2)
+            cost = sum(_overlap(box, t) for t in taken) + 4 * _outside(box, frame)
+            ann.remove()
+            if best is None or cost < best[0]:
+                best = (cost, offset, box)
+            if cost == 0:
+                break
+        anns.append(_annotate(ax, pts[i], texts[i], best[1]))
+        taken.append(best[2])
+    return anns
+
+
+def _finish_axes(ax, pts: list[dict], log_x: bool = False) -> None:
+    """Room around the points for labels, limits fixed before placing them, legend under the axes."""
+    if log_x:
+        ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.25)
+    ax.autoscale_view()
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+              fontsize=8, frameon=False)
+    place_labels(ax, pts)
+
+
+def pareto_figure(r: dict):
+    """Quality (primary figure, 95% intervals) against latency; Pareto front dashed; the baseline dotted."""
+    pts = latency_points(r)
     if not pts:
         return None
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    _scatter(ax, pts, "latency", "quality")
-    front = pareto_front([(p["latency"], p["quality"]) for p in pts], r.get("primary_higher_is_better", True))
-    ax.plot(
-        [pts[i]["latency"] for i in front],
-        [pts[i]["quality"] for i in front],
-        "--",
-        color="gray",
-        label="Pareto front",
-    )
-    better = "higher" if r.get("primary_higher_is_better", True) else "lower"
-    ax.set_xlabel(f"request latency p50 (ms), batch {b0}, {r['settings']['speed']['new_tokens']} new tokens")
-    ax.set_ylabel(f"{r['primary_metric']} ({better} is better)")
-    ax.set_title("Quality vs latency")
-    ax.legend(loc="best", fontsize=8)
-    return _png(fig)
+    fig, ax = _new_figure()
+    up = r.get("primary_higher_is_better", True)
+    base = ((r.get("baselines") or {}).get(r.get("primary_metric")) or {}).get("value")
+    if base is not None:
+        ax.axhline(base, ls=":", color="0.4", lw=1, label="baseline (no skill)", zorder=1)
+    front = pareto_front([(p["x"], p["y"]) for p in pts], up)
+    ax.plot([pts[i]["x"] for i in front], [pts[i]["y"] for i in front], "--", color="gray", lw=1,
+            label="Pareto front", zorder=2)
+    _draw_points(ax, pts)
+    if "scoring_speed" in r:
+        ax.set_xlabel("latency per context (ms, p50; bar to p99)")
+    else:
+        s = r["settings"]["speed"]
+        ax.set_xlabel(f"request latency (ms, p50; bar min–max), batch {s['batch_sizes'][0]}, "
+                      f"{s['new_tokens']} new tokens")
+    ax.set_ylabel(f"{r.get('primary_metric')} ({'higher' if up else 'lower'} is better)")
+    ax.set_title("Quality vs latency (bars: 95% intervals)", fontsize=10)
+    _finish_axes(ax, pts)
+    return fig
+
+
+def size_quality_figure(r: dict):
+    """Quality retained (teacher = 1, its 95% interval) against weights on disk, log scale."""
+    pts = size_points(r)
+    if not pts:
+        return None
+    fig, ax = _new_figure()
+    ax.axhline(1.0, ls=":", color="0.4", lw=1, label="teacher = 1", zorder=1)
+    if (r.get("headline") or {}).get("quality_retained_basis") == "above_baseline":
+        ax.axhline(0.0, ls="--", color="0.6", lw=1, label="baseline = 0", zorder=1)
+    _draw_points(ax, pts)
+    ax.set_xlabel("weights on disk (MB, log scale)")
+    ax.set_ylabel(f"quality retained ({r.get('primary_metric')})")
+    ax.set_title("Size vs quality retained (bars: 95% intervals)", fontsize=10)
+    _finish_axes(ax, pts, log_x=True)
+    return fig
+
+
+def pareto_png(r: dict) -> bytes | None:
+    fig = pareto_figure(r)
+    return None if fig is None else _png(fig)
 
 
 def size_quality_png(r: dict) -> bytes | None:
-    from matplotlib.figure import Figure
-
-    pts = [p for p in _points(r, r["settings"]["speed"]["batch_sizes"][0]) if p["retained"] is not None]
-    if not pts:
-        return None
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    _scatter(ax, pts, "size_mb", "retained")
-    ax.set_xscale("log")
-    ax.set_xlabel("weights on disk (MB, log scale)")
-    ax.set_ylabel(f"quality retained ({r['primary_metric']}, teacher = 1)")
-    ax.set_title("Size vs quality")
-    return _png(fig)
+    fig = size_quality_figure(r)
+    return None if fig is None else _png(fig)
 
 
-# ---------------------------------------------------------------- documents
+# (title, file name, alt text) of each plot
+PLOTS = {"pareto": ("Quality vs latency", "pareto.png",
+                    "Each model on each runtime: the primary figure against latency. Vertical bars: 95% intervals; "
+                    "horizontal bars: spread over the timed requests; star: the teacher; ring: the final model; "
+                    "colour and shape: the runtime family"),
+         "size": ("Size vs quality", "size_quality.png",
+                  "Each model variant: quality retained (teacher = 1) against weights on disk, with 95% intervals")}
 
 
-def _md_table(t: Table) -> str:
-    headers, rows = t
-    if not rows:
-        return "_none_\n"
-    esc = [[c.replace("|", "\\|") for c in row] for row in rows]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in esc]) + "\n"
+# ---------------------------------------------------------------- Markdown
 
 
-def render_markdown(r: dict, images: dict[str, str]) -> str:
-    parts = [
-        f"# Benchmark: {r.get('recipe') or 'slmkit'}\n",
-        f"Primary metric `{r['primary_metric']}`; teacher `{r['teacher']}`; final model "
-        f"`{r.get('final_model')}`. Figures are medians of {r['settings']['speed']['repeats']} timed "
-        "requests, spread (min–max) in brackets. Ratios > 1 mean better than the teacher.\n",
-    ]
+def _md_cell(c: Cell) -> str:
+    text = f"[{c.text}](#{c.link})" if c.link else c.text
+    if c.note:
+        text += f" {c.note}"
+    text += "".join(f" [{n}]" for n in c.fns)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(t: Table) -> str:
+    if not t.rows:
+        return f"_{t.empty}_\n"
+    lines = ["| " + " | ".join(_md_cell(h) for h in t.headers) + " |", "|" + "---|" * len(t.headers)]
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]) + "\n"
+
+
+def _md_segments(segments: list[Segment]) -> str:
+    return "".join(f"[{text}](#{link})" if link else text for text, link in segments)
+
+
+def _used_definitions(r: dict) -> list[str]:
+    """Figures the page names, each defined once at the bottom."""
+    h = r.get("headline") or {}
+    speed = "scoring_speedup" if "scoring_speedup" in h else "decode_speedup"
+    named = ["quality_retained", speed, "size_ratio", "params_ratio"]
+    named += ["baseline"] if r.get("baselines") else []
+    named += _quality_figures(r) + list(r.get("baselines") or {})
+    named += [re.sub(r"_(low|high)$", "", g["figure"]) for g in r.get("gates") or []]
+    return list(dict.fromkeys(f for f in named if f))
+
+
+def _definition_items(r: dict) -> list[tuple[str, str, str]]:
+    """(figure, its anchor here, its definition with the docs section) for each figure the page names."""
+    out = []
+    for f in _used_definitions(r):
+        anchor, text = definition(f)
+        where = "docs/predictive.md, Metrics" if (anchor, text) == SCORING_DEFINITION and f not in DEFINITIONS \
+            else f"{DOCS}#{anchor}"
+        out.append((f, def_anchor(f), f"{text} ({where})"))
+    return out
+
+
+FOOTNOTE = "Not installed on the measuring machine; to measure these rows, install it:"
+
+
+def _md_intro(r: dict) -> list[str]:
+    note = headline_note(r)
+    parts = [f"# Benchmark: {r.get('recipe') or 'slmkit'}\n"]
+    if note:
+        parts.append(f"> **Warning:** {note}.\n")
+    parts.append(f"**{_md_segments(headline_segments(r))}.**\n")
+    parts += [_meta_line(r) + "\n", md_table(key_figures_table(r)), "## Gates\n"]
+    summary, _ = gates_summary(r)
+    return parts + ([f"**{summary}**\n"] if summary else []) + [md_table(gates_table(r))]
+
+
+def render_markdown(r: dict, images: dict[str, tuple[str, str, str]]) -> str:
+    """report.md: the same page as report.html; ``images`` maps a plot key to (title, PNG file beside
+    report.md, alt text)."""
+    parts = _md_intro(r)
+    if "pareto" in images:
+        title, name, alt = images["pareto"]
+        parts += [f"## {title}\n", f"![{alt}]({name})\n"]
     for title, fn in sections(r):
-        parts += [f"## {title}\n", _md_table(fn(r))]
-    parts += [f"![{name}]({fname})\n" for name, fname in images.items()]
-    return "\n".join(parts)
+        parts += [f"## {title}\n", md_table(fn(r))]
+    parts += [f"## {title}\n\n![{alt}]({name})\n" for k, (title, name, alt) in images.items() if k != "pareto"]
+    parts.append("## Definitions\n")
+    parts += [f'- <a id="{a}"></a>**{f}**: {text}' for f, a, text in _definition_items(r)]
+    hints = install_hints(r)
+    if hints:
+        parts += ["\n## Notes\n", *[f"{i}. {FOOTNOTE} `{h}`" for i, h in enumerate(hints, 1)]]
+    return "\n".join(parts) + "\n"
 
 
-def _html_table(t: Table) -> str:
-    headers, rows = t
-    if not rows:
-        return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _meta_line(r: dict) -> str:
+    cpu, gpu = ((r.get("hardware") or {}).get("cpu") or {}), (r.get("hardware") or {}).get("gpu")
+    threads = f" ({cpu['logical_cores']} threads)" if cpu.get("logical_cores") else ""
+    machine = f"{cpu.get('model') or 'an unrecorded machine'}{threads}" + (f", {gpu.get('name')}" if gpu else "")
+    repeats = ((r.get("settings") or {}).get("speed") or {}).get("repeats")
+    timed = f" · speed: median of {repeats} timed requests" if repeats and "scoring_speed" not in r else ""
+    when = f", {r['created_at'][:16].replace('T', ' ')}" if r.get("created_at") else ""
+    return (f"Teacher: {r.get('teacher')} · final model: {r.get('final_model')} · primary metric: "
+            f"{r.get('primary_metric')} · {r.get('eval_examples', DASH)} eval examples{timed} · "
+            f"measured on {machine}{when}.")
 
 
-def render_html(r: dict, pngs: dict[str, bytes]) -> str:
-    """One file, no external resources: tables and base64-embedded PNG plots."""
-    style = (
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
-    )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>slmkit benchmark</title>"
-        f"<style>{style}</style></head><body>"
-        f"<h1>Benchmark: {html.escape(str(r.get('recipe') or 'slmkit'))}</h1>"
-    ]
+# ---------------------------------------------------------------- HTML
+
+CSS = """
+:root{--pass:#1a7f37;--pass-bg:#dafbe1;--fail:#b42318;--fail-bg:#fee4e2;--skip:#7a5b00;--skip-bg:#fff8c5;
+--line:#d0d7de;--muted:#57606a;--teacher:#fbefe6;--final:#e8f1fb}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;line-height:1.45;color:#1f2328;
+margin:0 auto;padding:1.2rem;max-width:1200px;font-size:16px}
+h1{font-size:1.5rem;margin:.2rem 0 .6rem}h2{font-size:1.2rem;margin:1.8rem 0 .5rem}
+a{color:#0550ae}
+.answer{font-size:1.25rem;font-weight:600;margin:.4rem 0 .6rem;padding:.7rem .9rem;border-left:5px solid #0550ae;
+background:#f6f8fa}
+.alert{font-size:1.15rem;font-weight:600;padding:.7rem .9rem;border-left:5px solid var(--fail);
+background:var(--fail-bg);color:var(--fail);margin:.4rem 0}
+.meta{color:var(--muted);font-size:.9rem}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem;border:1px solid var(--line);
+border-radius:6px}
+table{border-collapse:collapse;width:100%;font-size:.85rem}
+th,td{padding:.35rem .6rem;text-align:left;vertical-align:top;border-bottom:1px solid var(--line)}
+th{background:#f6f8fa;white-space:nowrap;position:sticky;top:0}
+td.num{white-space:nowrap;font-variant-numeric:tabular-nums}
+small{color:var(--muted);font-size:.8em;white-space:nowrap}h2 small{white-space:normal;overflow-wrap:anywhere}
+td.pass,.summary.pass{color:var(--pass);background:var(--pass-bg);font-weight:700}
+td.fail,.summary.fail{color:var(--fail);background:var(--fail-bg);font-weight:700}
+td.skip{color:var(--skip);background:var(--skip-bg)}td.wide{min-width:16em}
+td.moved,.summary.moved{color:#0550ae;background:#ddf4ff;font-weight:700}tr.beyond td:first-child{font-weight:700}
+.summary{display:inline-block;padding:.3rem .7rem;border-radius:6px}
+tr.teacher td:first-child{background:var(--teacher);font-weight:700}
+tr.final td:first-child{background:var(--final);font-weight:700}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
+figcaption{color:var(--muted);font-size:.85rem}
+dl{font-size:.9rem}dt{font-weight:700;margin-top:.4rem}dd{margin:0 0 0 1rem}
+sup a{text-decoration:none;font-weight:700}
+code{font-size:.9em;background:#f6f8fa;padding:0 .2em;border-radius:3px}
+@media (max-width:600px){body{padding:.7rem;font-size:15px}.answer{font-size:1.08rem}h1{font-size:1.25rem}
+table{font-size:.78rem}th,td{padding:.3rem .4rem}}
+@media print{body{max-width:none;padding:0;font-size:10pt}.scroll{overflow:visible;border:none}
+table{font-size:8pt}th{position:static}a{color:inherit;text-decoration:none}
+tr,figure,.answer,.alert{break-inside:avoid}h2{break-after:avoid}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
+"""
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_cell(c: Cell, tag: str = "td") -> str:
+    body = f'<a href="#{c.link}">{_esc(c.text)}</a>' if c.link else _esc(c.text)
+    if c.note:
+        body += f" <small>{_esc(c.note)}</small>"
+    body += "".join(f'<sup><a href="#fn-{n}" aria-label="note {n}">{n}</a></sup>' for n in c.fns)
+    cls = f' class="{c.cls}"' if c.cls and tag == "td" else ""
+    return f"<{tag}{cls}>{body}</{tag}>"
+
+
+def html_table(t: Table, caption: str = "") -> str:
+    """A table in a horizontally scrolling box, so a phone shows it without squeezing the page."""
+    if not t.rows:
+        return f"<p><em>{_esc(t.empty)}</em></p>"
+    head = "".join(_html_cell(h, "th") for h in t.headers)
+    body = "".join(
+        (f'<tr class="{cls}">' if cls else "<tr>") + "".join(_html_cell(c) for c in row) + "</tr>"
+        for row, cls in zip(t.rows, t.row_classes + [""] * (len(t.rows) - len(t.row_classes))))
+    cap = f"<caption class='meta'>{_esc(caption)}</caption>" if caption else ""
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def html_segments(segments: list[Segment]) -> str:
+    return "".join(f'<a href="#{link}">{_esc(t)}</a>' if link else _esc(t) for t, link in segments)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """One file, no external resources: inline CSS, no scripts, images as data URIs."""
+    return "\n".join([
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>", *body, "</body></html>"])
+
+
+def _html_figure(title: str, alt: str, data: bytes) -> str:
+    """The image with its reading guide (the alt text) as the caption: a screen reader gets the same."""
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{_esc(alt)}</figcaption></figure>")
+
+
+def html_headline(r: dict) -> list[str]:
+    note = headline_note(r)
+    out = [f'<p class="alert" role="alert">Warning: {_esc(note)}.</p>'] if note else []
+    return out + [f'<p class="answer" id="headline">{html_segments(headline_segments(r))}.</p>']
+
+
+def _html_intro(r: dict) -> list[str]:
+    summary, cls = gates_summary(r)
+    return [f"<header><h1>Benchmark: {_esc(r.get('recipe') or 'slmkit')}</h1></header>", *html_headline(r),
+            f'<p class="meta">{_esc(_meta_line(r))}</p>', html_table(key_figures_table(r)),
+            '<section id="gates"><h2>Gates</h2>'
+            + (f'<p class="summary {cls}" role="status">{_esc(summary)}</p>' if summary else "")
+            + html_table(gates_table(r)) + "</section>"]
+
+
+def _html_definitions(r: dict) -> str:
+    items = "".join(f'<dt id="{a}">{_esc(f)}</dt><dd>{_esc(text)}</dd>' for f, a, text in _definition_items(r))
+    return f'<section id="definitions"><h2>Definitions</h2><dl>{items}</dl></section>'
+
+
+def _html_footnotes(r: dict) -> str:
+    items = "".join(f'<li id="fn-{i}">{_esc(FOOTNOTE)} <code>{_esc(h)}</code></li>'
+                    for i, h in enumerate(install_hints(r), 1))
+    return f'<section id="notes"><h2>Notes</h2><ol>{items}</ol></section>' if items else ""
+
+
+def render_html(r: dict, pngs: dict[str, tuple[str, str, bytes]]) -> str:
+    """The answer, the gates, the Pareto plot, then the tables and the other plots; ``pngs`` maps a plot key
+    to (title, alt text, PNG bytes)."""
+    parts = _html_intro(r)
+    if "pareto" in pngs:
+        title, alt, data = pngs["pareto"]
+        parts.append(f'<section id="pareto"><h2>{_esc(title)}</h2>{_html_figure(title, alt, data)}</section>')
     for title, fn in sections(r):
-        parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(fn(r))}")
-    for name, data in pngs.items():
-        b64 = base64.b64encode(data).decode("ascii")
-        parts.append(
-            f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>"
-        )
-    return "\n".join(parts + ["</body></html>"])
+        parts.append(f"<section><h2>{_esc(title)}</h2>{html_table(fn(r))}</section>")
+    parts += [f"<section><h2>{_esc(t)}</h2>{_html_figure(t, alt, data)}</section>"
+              for key, (t, alt, data) in pngs.items() if key != "pareto"]
+    parts += [_html_definitions(r), _html_footnotes(r)]
+    return html_page(f"slmkit benchmark: {r.get('recipe') or ''}", [p for p in parts if p])
+
+
+# ---------------------------------------------------------------- terminal
 
 
 def rich_table(r: dict):
-    """A compact speed table (medians only) with the headline in its caption, for the terminal."""
+    """A compact speed table (medians only) with the headline sentence in its caption, for the terminal."""
     from rich.table import Table as RichTable
 
-    h = r["headline"]
-    t = RichTable(
-        title="slmkit benchmark",
-        caption=f"final {h['model']}: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in h.items() if k.endswith(("retained", "speedup", "ratio"))),
-    )
+    t = RichTable(title="slmkit benchmark", caption=headline_text(r))
     if "scoring_speed" in r:
-        return _rich_rows(t, *scoring_speed_table(r))
-    for name in (
-        "model",
-        "backend",
-        "batch",
-        "decode tok/s",
-        "TTFT ms",
-        "p50 ms",
-        "RSS MB",
-        "speedup",
-        "quality",
-    ):
+        table = scoring_speed_table(r)
+        return _rich_rows(t, [h.text for h in table.headers], [[c.plain() for c in row] for row in table.rows])
+    for name in ("model", "backend", "batch", "decode tok/s", "TTFT ms", "p50 ms", "RSS", "speedup", "retained"):
         t.add_column(name, overflow="fold")
-    quality = {
-        (m["id"], v["format"]): v.get("quality_retained") for m in r["models"] for v in m.get("variants", [])
-    }
+    quality = {(m["id"], v["format"]): v.get("quality_retained") for m in r["models"] for v in m.get("variants", [])}
     for e in r["speed"]:
-        q = _fmt(quality.get((e["model"], e["format"])), 3)
-        rows = e.get("batches") or [{"batch_size": "—", "status": e["status"], "reason": e.get("reason")}]
+        q = sig(quality.get((e["model"], e["format"])))
+        rows = e.get("batches") or [{"batch_size": DASH, "status": e["status"], "reason": e.get("reason")}]
         for b in rows:
             if b["status"] != "ok":
-                t.add_row(
-                    e["model"],
-                    e["backend"],
-                    str(b["batch_size"]),
-                    f"{b['status']}: {b.get('reason')}",
-                    "",
-                    "",
-                    "",
-                    "",
-                    q,
-                    style="yellow",
-                )
+                t.add_row(e["model"], e["backend"], str(b["batch_size"]), f"{b['status']}: {b.get('reason')}",
+                          "", "", "", "", q, style="yellow")
                 continue
             ratio = ((b.get("ratios") or {}).get("vs_teacher_baseline") or {}).get("decode_speedup")
-            t.add_row(
-                e["model"],
-                e["backend"],
-                str(b["batch_size"]),
-                _fmt(b["decode_tok_s"]["median"]),
-                _fmt(b["ttft_ms"]["median"]),
-                _fmt(b["latency_ms"]["p50"]),
-                _fmt(e.get("peak_rss_mb")),
-                _fmt(ratio, 3),
-                q,
-            )
+            t.add_row(e["model"], e["backend"], str(b["batch_size"]), sig(b["decode_tok_s"]["median"]),
+                      sig(b["ttft_ms"]["median"]), sig(b["latency_ms"]["p50"]), fmt_mb(e.get("peak_rss_mb")),
+                      fmt_ratio(ratio), q)
     return t
 
 
@@ -468,27 +1093,36 @@ def _rich_rows(t, headers: list[str], rows: list[list[str]]):
     return t
 
 
+# ---------------------------------------------------------------- files
+
+
+def _plots(r: dict, out_dir: Path) -> dict[str, tuple[str, str, str, bytes]]:
+    """key -> (title, file name, alt text, PNG bytes): the two plots and any layer-importance plots."""
+    out = {}
+    for key, render in (("pareto", pareto_png), ("size", size_quality_png)):
+        data = render(r)
+        if data:
+            out[key] = (PLOTS[key][0], PLOTS[key][1], PLOTS[key][2], data)
+    for m in r["models"]:
+        name = m.get("layer_importance_png")
+        if name and (out_dir / name).is_file():
+            title = f"Layer importance ({m['id']})"
+            out[f"layers:{m['id']}"] = (title, name, f"{title}: score of each decoder layer", (out_dir / name).read_bytes())
+    return out
+
+
 def write_report(r: dict, out_dir: Path) -> Path:
     """results.json, report.md, report.html and the plot PNGs into out_dir; returns report.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {k: v for k, v in r.items() if not k.startswith("_")}
     (out_dir / "results.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    pngs = {"Quality vs latency": pareto_png(r), "Size vs quality": size_quality_png(r)}
-    names = {"Quality vs latency": "pareto.png", "Size vs quality": "size_quality.png"}
-    for m in r["models"]:
-        if m.get("layer_importance_png") and (out_dir / m["layer_importance_png"]).is_file():
-            key = f"Layer importance ({m['id']})"
-            pngs[key], names[key] = (
-                (out_dir / m["layer_importance_png"]).read_bytes(),
-                m["layer_importance_png"],
-            )
-    pngs = {k: v for k, v in pngs.items() if v}
-    for key, data in pngs.items():
-        if not (out_dir / names[key]).is_file() or (out_dir / names[key]).read_bytes() != data:
-            (out_dir / names[key]).write_bytes(data)
-    (out_dir / "report.md").write_text(render_markdown(r, {k: names[k] for k in pngs}))
-    (out_dir / "report.html").write_text(render_html(r, pngs))
+    plots = _plots(r, out_dir)
+    for _, name, _, data in plots.values():
+        if not (out_dir / name).is_file() or (out_dir / name).read_bytes() != data:
+            (out_dir / name).write_bytes(data)
+    (out_dir / "report.md").write_text(render_markdown(r, {k: (p[0], p[1], p[2]) for k, p in plots.items()}))
+    (out_dir / "report.html").write_text(render_html(r, {k: (p[0], p[2], p[3]) for k, p in plots.items()}))
     return out_dir / "report.html"
 
 
