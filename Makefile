@@ -27,6 +27,9 @@ quickstart: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# every lane, slow included: tests/integration/test_report_browser.py renders the report in headless
+# Chromium (apt-get install -y chromium; skipped without it) and keeps its phone-width screenshots in
+# $SLMKIT_TEST_ARTIFACTS when that is set
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
