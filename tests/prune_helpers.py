@@ -11,6 +11,8 @@ from slmkit.data import Example
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
+# families whose surgery differs from Llama's somewhere (fused projections, norms, multipliers)
+MORE_ARCHS = ("phi3", "stablelm", "granite", "olmo2", "gemma")
 VOCAB = 256
 
 
@@ -36,8 +38,21 @@ def tiny_config(arch: str, **overrides):
         kw["sliding_window"] = 8
     if arch == "gemma2":
         kw["sliding_window"] = 8
+    kw.update(_family_overrides(arch))
     kw.update(overrides)
     return AutoConfig.for_model(arch, **kw)
+
+
+def _family_overrides(arch: str) -> dict:
+    if arch == "stablelm":
+        # head_dim is hidden / heads in StableLM; per-head q/k LayerNorms and qkv biases on
+        return {"head_dim": None, "qk_layernorm": True, "use_qkv_bias": True, "partial_rotary_factor": 0.5}
+    if arch == "granite":  # Granite 3's multipliers, so a surgery that dropped them would show
+        return {"embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.0625,
+                "logits_scaling": 8.0}
+    if arch == "phi3":
+        return {"sliding_window": None, "original_max_position_embeddings": 256}
+    return {}
 
 
 def tiny_model(arch: str = "llama", seed: int = 0, **overrides):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from slmkit.prune import importance
-from slmkit.prune.surgery import decoder_layers
+from slmkit.prune.surgery import decoder_layers, projection
 
 
 @dataclass
@@ -118,11 +118,10 @@ def _hooks(model, collector: _Collector):
             handles.append(layer.mlp.down_proj.register_forward_pre_hook(collector.mlp_hook(i)))
         if needs.head_norms:
             handles.append(layer.self_attn.o_proj.register_forward_pre_hook(collector.attn_hook(i)))
-        for name in needs.linear_norms:
-            module = layer.mlp if name in ("gate_proj", "up_proj", "down_proj") else layer.self_attn
-            handles.append(
-                getattr(module, name).register_forward_pre_hook(collector.linear_hook(f"{i}.{name}"))
-            )
+        # one hook per distinct Linear: a fused projection's parts (Phi-3's q/k/v) share their input
+        linears = {key: linear for key, linear, _ in (projection(layer, n, model.config) for n in needs.linear_norms)}
+        for key, linear in linears.items():
+            handles.append(linear.register_forward_pre_hook(collector.linear_hook(f"{i}.{key}")))
     try:
         yield
     finally:
@@ -142,7 +141,7 @@ def calibrate(model, batches: Iterable[dict], needs: Needs, *, dtype=torch.float
     with _hooks(model, collector), torch.inference_mode(), autocast:
         for batch in batches:
             collector.mask = batch["attention_mask"].bool()
-            model.model(
+            model.base_model(  # the decoder stack without the head (model.model, transformer, ...)
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 use_cache=False,

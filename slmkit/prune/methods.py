@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slmkit.prune import budget, depth, osscar, sparsity, width
-from slmkit.prune.surgery import check_supported
+from slmkit.prune.archs import check_method
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def plan(config, model_config) -> dict:
     Raises InputError for an unsupported architecture or a target the model cannot meet.
     """
     cfg = budget.config_dict(model_config)
-    check_supported(cfg)
+    check_method(cfg, config.method)
     method = METHODS[config.method]
     keep = method.resolve(config, cfg)
     after = budget.resized(cfg, method.dimension, keep) if method.dimension else dict(cfg)

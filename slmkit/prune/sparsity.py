@@ -12,7 +12,7 @@ from slmkit.errors import InputError
 from slmkit.prune import importance
 from slmkit.prune.calibration import Needs, Stats
 from slmkit.prune.config import SparsityConfig
-from slmkit.prune.surgery import decoder_layers
+from slmkit.prune.surgery import decoder_layers, projection
 
 NO_SPEEDUP = (
     "sparsity zeroes weights but the model stays dense: dense CPU runtimes gain no speed and the "
@@ -59,13 +59,16 @@ def apply(model, stats: Stats, cfg: SparsityConfig, keep: int, **_) -> dict:
     zeros = total = 0
     for i, layer in enumerate(decoder_layers(model)):
         for name in cfg.modules:
-            parent = layer.mlp if name in ("gate_proj", "up_proj", "down_proj") else layer.self_attn
-            linear = getattr(parent, name)
-            norm = stats.linear_sq[f"{i}.{name}"].sqrt()
-            new = sparsify_weight(
-                linear.weight.data, norm.to(linear.weight.device), cfg.sparsity, cfg.pattern
-            )
-            linear.weight.data.copy_(new)
+            # Wanda's groups are output rows, so a fused projection's part is sparsified on its own rows
+            key, linear, rows = projection(layer, name, model.config)
+            weight = linear.weight.data
+            part = weight if rows is None else weight[rows]
+            norm = stats.linear_sq[f"{i}.{key}"].sqrt()
+            new = sparsify_weight(part, norm.to(weight.device), cfg.sparsity, cfg.pattern)
+            if rows is None:
+                weight.copy_(new)
+            else:
+                weight[rows] = new
             zeros += int((new == 0).sum())
             total += new.numel()
     return {

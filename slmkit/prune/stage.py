@@ -32,7 +32,7 @@ def run(ctx: StageContext) -> StageOutput:
     from slmkit.models import load_model, load_tokenizer, save_model
 
     cfg = ctx.stage.config
-    keep = METHODS[cfg.method].resolve(cfg, _checked_config(AutoConfig.from_pretrained(str(ctx.input_dir))))
+    keep = METHODS[cfg.method].resolve(cfg, _checked_config(AutoConfig.from_pretrained(str(ctx.input_dir)), cfg.method))
     tokenizer = load_tokenizer(ctx.input_dir)
     calib = ctx.examples("calibration", tokenizer, max_length=cfg.calibration_max_length)
     evals = ctx.examples("eval", tokenizer, max_length=cfg.calibration_max_length) if cfg.eval_samples else []
@@ -57,12 +57,13 @@ def run(ctx: StageContext) -> StageOutput:
     return StageOutput(metrics=result.metrics, details=result.details, model_card_notes=notes)
 
 
-def _checked_config(model_config) -> dict:
+def _checked_config(model_config, method: str = "depth") -> dict:
+    from slmkit.prune.archs import check_method
     from slmkit.prune.budget import config_dict
-    from slmkit.prune.surgery import check_supported
 
-    check_supported(model_config)
-    return config_dict(model_config)
+    cfg = config_dict(model_config)
+    check_method(cfg, method)
+    return cfg
 
 
 def prune_model(
@@ -81,7 +82,7 @@ def prune_model(
     from slmkit.prune.budget import param_count
 
     method = METHODS[cfg.method]
-    before_config = _checked_config(model.config)
+    before_config = _checked_config(model.config, cfg.method)
     keep = method.resolve(cfg, before_config) if keep is None else keep
     calib = [e for e in calib if e.input_ids][: cfg.calibration_samples]
     if not calib:

@@ -90,9 +90,11 @@ def test_keep_layers_rejects_bad_indices():
         keep_layers(tiny_model("llama"), [])
 
 
-def test_unsupported_architecture_is_an_input_error():
+def test_width_surgery_on_an_unknown_layout_is_an_input_error():
     from transformers import AutoModelForCausalLM, GPT2Config
 
     model = AutoModelForCausalLM.from_config(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64))
-    with pytest.raises(InputError, match="supported architectures: llama"):
-        keep_layers(model, [0])
+    keep_layers(model, [0])  # depth takes any decoder with one layer list
+    assert model.config.n_layer == 1 and len(model.transformer.h) == 1
+    with pytest.raises(InputError, match="'gpt2' is not supported by width_mlp: .*knows the layouts of llama"):
+        prune_mlp_neurons(model, [torch.arange(4)])

@@ -116,5 +116,7 @@ def test_plan_rejects_targets_the_model_cannot_meet(body, match):
 
 
 def test_unsupported_architecture_lists_the_supported_ones():
-    with pytest.raises(InputError, match="supported architectures: llama, mistral, qwen2"):
-        plan(ADAPTER.validate_python({"method": "depth", "keep_layers": 1}), {"model_type": "gpt2"})
+    with pytest.raises(InputError, match="'gpt2' is not supported by width_mlp: .*layouts of llama, mistral"):
+        plan(ADAPTER.validate_python({"method": "width_mlp", "keep_ratio": 0.5}), {"model_type": "gpt2"})
+    with pytest.raises(InputError, match="'bert' is not supported by depth: it is an encoder"):
+        plan(ADAPTER.validate_python({"method": "depth", "keep_layers": 1}), {"model_type": "bert"})
