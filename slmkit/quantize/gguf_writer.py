@@ -2,9 +2,13 @@
 
 The layout follows llama.cpp's own converter (convert_hf_to_gguf.py): tensor names from
 ``gguf.get_tensor_name_map``, Q/K rows of Llama-family attention permuted to llama.cpp's rotary
-layout, 1-D tensors kept in F32, byte-level BPE vocabulary with merges, special tokens and the
-chat template. Only byte-level BPE tokenizers (GPT-2 style: SmolLM, Llama 3, Qwen, Mistral
-Tekken) are written; SentencePiece vocabularies are refused with a clear error.
+layout, Gemma's norm weights stored as 1 + w (llama.cpp multiplies by the stored weight), Phi-3's
+fused qkv / gate_up tensors as they are, 1-D tensors kept in F32, the per-architecture keys
+(Gemma 2 soft-capping, sliding windows, Phi-3's rope), and the vocabulary: byte-level BPE with
+merges (SmolLM, Llama 3, Qwen, Mistral Tekken) or SentencePiece with scores and token types
+(Llama 2, Mistral v0.1, Gemma, Phi-3; see gguf_vocab), special tokens and the chat template.
+What llama.cpp's graph for an architecture cannot express (a sliding-window layout other than its
+fixed one, scaled rope, ...) is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -18,16 +22,27 @@ import numpy as np
 from slmkit.errors import InputError
 from slmkit.quantize.config import GgufOptions
 from slmkit.quantize.files import disk_errors, ensure_free_space, read_causal_lm_config, weights_size
+from slmkit.quantize.gguf_vocab import is_sentencepiece, spm_vocab
 
-# HF architecture -> GGUF architecture. Mistral is the llama graph in llama.cpp.
+# HF architecture -> GGUF architecture. Mistral is the llama graph in llama.cpp; Gemma3ForCausalLM
+# is Gemma 3's text-only model (the multimodal Gemma3ForConditionalGeneration is not written).
 GGUF_ARCHS = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "GemmaForCausalLM": "gemma",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
 # llama.cpp rotates adjacent pairs for these; HF checkpoints rotate halves (see permute_qk)
 _PERMUTE_QK = {"LlamaForCausalLM", "MistralForCausalLM"}
+# Gemma's RMSNorm computes x * (1 + w); llama.cpp's computes x * w, so the converter stores 1 + w
+_NORM_PLUS_ONE = {"gemma", "gemma2", "gemma3"}
+# llama.cpp fixes Gemma 2/3's attention layout: every n-th layer full, the others sliding-window
+_SWA_PERIOD = {"gemma2": 2, "gemma3": 6}
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}  # the one size llama.cpp scales by n_embd / n_head
 
 # bytes per weight relative to fp32, to check free space before writing
 _SIZE_FACTOR = {"F32": 1.0, "F16": 0.5, "Q8_0": 0.27, "Q4_0": 0.15, "Q4_K": 0.15}
@@ -123,13 +138,55 @@ def gguf_arch(config: dict, config_path: Path) -> str:
     return GGUF_ARCHS[arch]
 
 
+def _rope_params(config: dict) -> dict:
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    # Gemma 3 keeps one rope per attention type; the full-attention one is the model's base rope
+    return params.get("full_attention", params)
+
+
 def rope_theta(config: dict, config_path: Path) -> float:
     """Rope base frequency; scaled rope variants are refused rather than silently dropped."""
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    params = _rope_params(config)
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", None):
         raise InputError(f"{config_path}: rope type {kind!r} is not supported by the GGUF writer; supported: default")
     return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+
+
+def _rotary_dims(config: dict, head_dim: int) -> int:
+    # partial rotary (Phi-3.5 / Phi-4-mini): llama.cpp rotates the first rope.dimension_count dims
+    factor = _rope_params(config).get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
+    return int(head_dim * factor)
+
+
+def check_graph_fits(arch: str, config: dict, config_path: Path) -> None:
+    """InputError when llama.cpp's graph for ``arch`` would compute something else than the HF model."""
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if arch in _SWA_PERIOD and config.get("layer_types"):
+        period = _SWA_PERIOD[arch]
+        fixed = ["sliding_attention" if (i + 1) % period else "full_attention" for i in range(len(config["layer_types"]))]
+        if config["layer_types"] != fixed:
+            raise InputError(
+                f"{config_path}: layer_types {config['layer_types']} is not llama.cpp's {arch} layout (every "
+                f"{period}{'nd' if period == 2 else 'th'} layer full attention, the others sliding); a depth-pruned "
+                "Gemma must keep that pattern (prune.layers) to be written as GGUF"
+            )
+    scalar = config.get("query_pre_attn_scalar")
+    if arch in _SWA_PERIOD and scalar is not None and scalar != head_dim:
+        wide = config["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch] and scalar == config["hidden_size"] // config[
+            "num_attention_heads"]
+        if not wide:
+            raise InputError(f"{config_path}: query_pre_attn_scalar={scalar} but llama.cpp scales {arch} attention by "
+                             f"1/sqrt(head_dim={head_dim})")
+    if arch == "gemma3":
+        local = (config.get("rope_parameters") or {}).get("sliding_attention", {}).get("rope_theta", 10000.0)
+        if float(local) != 10000.0 or config.get("final_logit_softcapping") or config.get("attn_logit_softcapping"):
+            raise InputError(f"{config_path}: llama.cpp's gemma3 graph fixes the sliding layers' rope base at 10000 "
+                             "and applies no soft-capping; this model differs")
+    if arch == "phi3" and config["num_attention_heads"] * head_dim != config["hidden_size"]:
+        raise InputError(f"{config_path}: llama.cpp's phi3 graph splits qkv_proj assuming num_attention_heads x "
+                         f"head_dim = hidden_size ({config['num_attention_heads']} x {head_dim} != "
+                         f"{config['hidden_size']}); a Phi-3 pruned with width_attention cannot be written as GGUF")
 
 
 def write_hparams(writer, arch: str, config: dict, config_path: Path, file_type: int) -> None:
@@ -144,12 +201,26 @@ def write_hparams(writer, arch: str, config: dict, config_path: Path, file_type:
     writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
     writer.add_rope_freq_base(rope_theta(config, config_path))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(_rotary_dims(config, head_dim))
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(file_type)
     writer.add_quantization_version(2)
+    _arch_hparams(writer, arch, config)
+
+
+def _arch_hparams(writer, arch: str, config: dict) -> None:
+    """The keys llama.cpp's converter writes for one architecture only."""
+    if arch == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    if arch in ("gemma2", "gemma3"):
+        writer.add_sliding_window(config["sliding_window"])
+    if arch == "phi3":
+        if config.get("original_max_position_embeddings"):
+            writer.add_rope_scaling_orig_ctx_len(config["original_max_position_embeddings"])
+        writer.add_sliding_window(config.get("sliding_window") or 0)
 
 
 def bpe_pre_tokenizer(tokenizer) -> str:
@@ -185,19 +256,50 @@ def vocab_tokens(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def write_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str | None = None) -> str:
-    """Vocabulary, merges, special token ids and chat template; returns the pre-tokenizer name."""
+def write_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str | None = None, arch: str = "llama") -> str:
+    """Vocabulary, merges or scores, special token ids and chat template; returns the pre-tokenizer name."""
+    if is_sentencepiece(model_dir):
+        return write_sentencepiece(writer, model_dir, vocab_size, arch)
+    return write_byte_level_bpe(writer, model_dir, vocab_size, pre)
+
+
+def write_sentencepiece(writer, model_dir: Path, vocab_size: int, arch: str) -> str:
+    """A SentencePiece vocabulary as llama.cpp's ``llama`` tokenizer (``_set_vocab_sentencepiece``)."""
+    import gguf
+
+    vocab = spm_vocab(model_dir, vocab_size, arch)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.types)
+    writer.add_add_space_prefix(vocab.add_space_prefix)
+    special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=vocab_size)
+    _chat_template_fallback(special, model_dir)
+    special.add_to_gguf(writer, quiet=True)
+    return "default"
+
+
+def _chat_template_fallback(special, model_dir: Path) -> None:
+    template = model_dir / "chat_template.jinja"  # transformers 5 saves the template beside the tokenizer
+    if special.chat_template is None and template.is_file():
+        special.chat_template = template.read_text(encoding="utf-8")
+
+
+def write_byte_level_bpe(writer, model_dir: Path, vocab_size: int, pre: str | None) -> str:
+    """A byte-level BPE vocabulary (GPT-2 style) with its merges and llama.cpp's pre-tokenizer name."""
     import gguf
     from transformers import AutoTokenizer
 
     tokenizer_json = model_dir / "tokenizer.json"
     if not tokenizer_json.is_file():
-        raise InputError(f"{model_dir}: no tokenizer.json; the GGUF writer needs a fast (byte-level BPE) tokenizer")
+        raise InputError(f"{model_dir}: no tokenizer.json or tokenizer.model; the GGUF writer needs a fast "
+                         "(byte-level BPE) or a SentencePiece tokenizer")
     model = json.loads(tokenizer_json.read_text()).get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
+    if model.get("type") != "BPE":
         raise InputError(
-            f"{tokenizer_json}: tokenizer type {model.get('type')!r} (byte_fallback={model.get('byte_fallback')}) "
-            "is not supported by the GGUF writer; supported: byte-level BPE (GPT-2 style)"
+            f"{tokenizer_json}: tokenizer type {model.get('type')!r} is not supported by the GGUF writer; "
+            "supported: byte-level BPE (GPT-2 style) and SentencePiece (Unigram, or BPE with byte fallback)"
         )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pre = pre or bpe_pre_tokenizer(tokenizer)
@@ -216,8 +318,9 @@ def write_tokenizer(writer, model_dir: Path, vocab_size: int, pre: str | None = 
 def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int, codes: dict | None = None):
     """Yield (gguf name, fp32 numpy array or calibrated QuantizedWeight) in llama.cpp's layout.
 
-    A tied lm_head is skipped; a linear with calibrated ``codes`` yields them, rows permuted like the
-    weight would be (the permutation moves whole rows, so each row's blocks stay intact).
+    A tied lm_head is skipped; a linear with calibrated ``codes`` yields them, rows moved exactly as
+    the weight's would be (Q/K permutation), so each row's blocks stay intact. Phi-3's fused
+    qkv_proj / gate_up_proj keep their row order: llama.cpp splits them the way transformers does.
     """
     import gguf
 
@@ -226,19 +329,23 @@ def gguf_tensors(state: dict, config: dict, arch: str, n_layers: int, codes: dic
     n_head = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_head
     permute = config["architectures"][0] in _PERMUTE_QK
+    tied = config.get("tie_word_embeddings") or arch in _NORM_PLUS_ONE  # Gemma always ties its output
     for hf_name, tensor in state.items():
-        if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
+        if hf_name == "lm_head.weight" and tied:
             continue
         base, _, suffix = hf_name.rpartition(".")
         name = name_map.get_name(base)
         if name is None:
             raise InputError(f"tensor {hf_name} has no GGUF name for architecture {arch}; is the checkpoint modified?")
         heads = n_head if base.endswith("self_attn.q_proj") else n_kv if base.endswith("self_attn.k_proj") else 0
+        heads = heads if permute else 0
         if codes and suffix == "weight" and base in codes:
-            yield f"{name}.{suffix}", _permute_codes(codes[base], heads if permute else 0)
+            yield f"{name}.{suffix}", _permute_codes(codes[base], heads)
             continue
         arr = tensor.float().numpy()
-        yield f"{name}.{suffix}", permute_qk(arr, heads) if permute and heads else arr
+        if arch in _NORM_PLUS_ONE and hf_name.endswith("norm.weight"):
+            arr = arr + 1.0
+        yield f"{name}.{suffix}", permute_qk(arr, heads) if heads else arr
 
 
 def _permute_codes(qw, heads: int):
@@ -302,12 +409,13 @@ def write_gguf(model_dir: Path, out_path: Path, opts: GgufOptions, calibration=N
     model_dir, out_path = Path(model_dir), Path(out_path)
     config = read_causal_lm_config(model_dir)
     arch = gguf_arch(config, model_dir / "config.json")
+    check_graph_fits(arch, config, model_dir / "config.json")
     check_writable_type(opts)
     ensure_free_space(out_path.parent, int(weights_size(model_dir) * _SIZE_FACTOR[opts.type]), "gguf export")
     file_type = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_0": 2, "Q4_K": 15}[opts.type]
     writer = gguf.GGUFWriter(out_path, arch)
     write_hparams(writer, arch, config, model_dir / "config.json", file_type)
-    pre = write_tokenizer(writer, model_dir, config["vocab_size"], opts.tokenizer_pre)
+    pre = write_tokenizer(writer, model_dir, config["vocab_size"], opts.tokenizer_pre, arch)
     state = _load_state(model_dir)
     codes, summary = None, None
     if opts.calibration.method != "rtn":
