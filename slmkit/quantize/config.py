@@ -66,6 +66,11 @@ class OnnxOptions(StrictModel):
     accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 4 = int8 activations (fastest on CPU), 1 = fp32, 0 = builder default."
     )
+    mixed_precision: list[Literal["last_matmul:int8", "mixed_layers:int8", "last_matmul:int4", "mixed_layers:int4"]] = (
+        Field(default_factory=list, description="MatMul groups kept at another width than the int4 body (the "
+              "builder's matmul_mixed_precision): `last_matmul:int8` keeps the output head (and a tied embedding) "
+              "in int8; `mixed_layers:int8` also the most sensitive layers (first/last eighth, every third "
+              "qkv/v/down projection)."))
     calibration: Calibration = Field(
         default_factory=CalibrationConfig, description="How int4 / int8 weights are rounded: `rtn` (default: the "
         "builder's own rounding), `gptq` or `quantease` on calibration data; the graph is the builder's with the "

@@ -36,6 +36,8 @@ def builder_options(opts: OnnxOptions) -> list[str]:
     extra = [f"block_size={opts.block_size}"]
     if opts.algo != "default":
         extra.append(f"algo_config={opts.algo}")
+    if opts.mixed_precision:
+        extra.append(f"matmul_mixed_precision={','.join(opts.mixed_precision)}")
     if opts.accuracy_level:
         extra.append(f"accuracy_level={opts.accuracy_level}")
     return extra
@@ -138,6 +140,7 @@ def _details(opts: OnnxOptions) -> dict:
         "precision": opts.precision, "execution_provider": opts.execution_provider, "bits": _BITS[opts.precision],
         "block_size": opts.block_size if opts.precision in ("int4", "int8") else None,
         "algo": opts.algo if opts.precision in ("int4", "int8") else None,
+        "mixed_precision": opts.mixed_precision or None,
         "accuracy_level": opts.accuracy_level if opts.precision in ("int4", "int8") else None,
     }
 

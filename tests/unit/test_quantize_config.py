@@ -65,3 +65,5 @@ def test_builder_options():
     assert builder_options(OnnxOptions(precision="fp32")) == []
     assert builder_options(OnnxOptions(precision="int4", algo="k_quant_mixed", accuracy_level=0)) == [
         "block_size=32", "algo_config=k_quant_mixed"]
+    assert builder_options(OnnxOptions(mixed_precision=["last_matmul:int8"], accuracy_level=0)) == [
+        "block_size=32", "matmul_mixed_precision=last_matmul:int8"]
