@@ -113,14 +113,15 @@ class Cell:
     cls: str = ""  # CSS class: pass, fail, skip, num
     link: str = ""  # anchor of a definition on the same page
     fns: tuple[int, ...] = ()  # footnote numbers
+    span: int = 1  # columns it covers: a skipped row's one reason instead of a row of dashes
 
     def plain(self) -> str:
         marks = "".join(f" [{n}]" for n in self.fns)
         return f"{self.text} {self.note}".strip() + marks
 
 
-def C(text, note: str = "", cls: str = "", link: str = "", fns: tuple[int, ...] = ()) -> Cell:
-    return Cell(DASH if text is None or text == "" else str(text), note, cls, link, fns)
+def C(text, note: str = "", cls: str = "", link: str = "", fns: tuple[int, ...] = (), span: int = 1) -> Cell:
+    return Cell(DASH if text is None or text == "" else str(text), note, cls, link, fns, span)
 
 
 @dataclass
@@ -168,9 +169,7 @@ DEFINITIONS = {
                           "relative to its own (1 = as likely as its own, capped at 1)"),
     "lm_eval_mean": ("lm-eval", "mean of the lm-evaluation-harness task scores"),
 }
-SCORING_DEFINITION = ("scoring-figures", "a ranking / classification figure (docs/predictive.md, Metrics)")
-HIGHER_IS_BETTER = {"perplexity": False, "general_perplexity": False, "teacher_kl": False, "log_loss": False,
-                    "ece": False}
+SCORING_DEFINITION = ("scoring-figures", "a ranking / classification figure, defined in docs/predictive.md (Metrics)")
 
 
 def definition(figure: str) -> tuple[str, str]:
@@ -187,9 +186,13 @@ def def_anchor(figure: str) -> str:
 
 
 def _arrow(r: dict, figure: str) -> str:
-    up = r.get("primary_higher_is_better", True) if figure == r.get("primary_metric") else \
-        HIGHER_IS_BETTER.get(figure, True)
-    return "↑" if up else "↓"
+    """↑ or ↓ beside a figure's name: its direction from the metric registry (unknown ones: higher)."""
+    from slmkit.benchmark.quality import METRICS
+
+    if figure == r.get("primary_metric"):
+        return "↑" if r.get("primary_higher_is_better", True) else "↓"
+    directions = {f: up for m in METRICS.values() for f, up in m.figures.items()}
+    return "↑" if directions.get(figure, True) else "↓"
 
 
 # ---------------------------------------------------------------- reasons and install hints
@@ -223,10 +226,10 @@ def install_hints(r: dict) -> list[str]:
     return list(dict.fromkeys(h for h in (split_hint(x)[1] for x in _all_reasons(r)) if h))
 
 
-def reason_cell(reason: str | None, hints: list[str], prefix: str = "", cls: str = "skip") -> Cell:
+def reason_cell(reason: str | None, hints: list[str], prefix: str = "", cls: str = "skip", span: int = 1) -> Cell:
     short, hint = split_hint(reason or "")
     return C(f"{prefix}{short}" if short else prefix.rstrip(": ") or DASH, cls=cls,
-             fns=(hints.index(hint) + 1,) if hint in hints else ())
+             fns=(hints.index(hint) + 1,) if hint in hints else (), span=span)
 
 
 def skipped_groups(skipped: dict[str, str]) -> list[tuple[list[str], str]]:
@@ -237,7 +240,7 @@ def skipped_groups(skipped: dict[str, str]) -> list[tuple[list[str], str]]:
     return [(metrics, why) for why, metrics in groups.items()]
 
 
-def _notes_cell(v: dict, hints: list[str]) -> Cell:
+def _notes_cell(v: dict, hints: list[str], span: int = 1) -> Cell:
     groups = skipped_groups(v.get("quality_skipped") or {})
     nothing = not any(x is not None for x in (v.get("quality") or {}).values())
     parts, fns = [], []
@@ -247,7 +250,7 @@ def _notes_cell(v: dict, hints: list[str]) -> Cell:
         if hint in hints and hints.index(hint) + 1 not in fns:
             fns.append(hints.index(hint) + 1)
     parts += list(v.get("notes") or [])
-    return C("; ".join(parts), cls="skip wide" if groups else "wide", fns=tuple(fns)) if parts else C("")
+    return C("; ".join(parts), cls="skip wide" if groups else "wide", fns=tuple(fns), span=span) if parts else C("")
 
 
 # ---------------------------------------------------------------- the answer first
@@ -441,17 +444,22 @@ def quality_table(r: dict) -> Table:
                        C("retained", link=def_anchor("quality_retained")), "notes"))
     for m in r.get("models", []):
         if m.get("status") == "failed":
-            t.add([_model_cell(r, m["id"]), *[C("")] * (5 + len(figures)),
-                   reason_cell(m.get("reason"), hints, "✘ FAILED: ", cls="fail wide")], "failed")
+            t.add([_model_cell(r, m["id"]), reason_cell(m.get("reason"), hints, "✘ FAILED: ", "fail wide",
+                                                         len(t.headers) - 1)], "failed")
         for v in m.get("variants", []):
-            q, cis = v.get("quality") or {}, v.get("quality_ci") or {}
-            t.add([_model_cell(r, m["id"]), C(FORMAT_NAMES.get(v["format"], v["format"])),
-                   C(v.get("quality_backend")), C(fmt_count(v.get("params")), cls="num"),
-                   C(fmt_bytes(v.get("size_bytes")), cls="num"),
-                   *[C(sig(q.get(f)), fmt_interval(cis.get(f)), cls="num") for f in figures],
-                   C(sig(v.get("quality_retained")), fmt_interval(retained_ci(r, v)), cls="num"),
-                   _notes_cell(v, hints)], _role(r, m["id"]))
+            t.add(_quality_row(r, m["id"], v, figures, hints), _role(r, m["id"]))
     return t
+
+
+def _quality_row(r: dict, model_id: str, v: dict, figures: list[str], hints: list[str]) -> list[Cell]:
+    """A variant's figures; one reason across the figure columns where none was measured."""
+    q, cis = v.get("quality") or {}, v.get("quality_ci") or {}
+    head = [_model_cell(r, model_id), C(FORMAT_NAMES.get(v["format"], v["format"])), C(v.get("quality_backend")),
+            C(fmt_count(v.get("params")), cls="num"), C(fmt_bytes(v.get("size_bytes")), cls="num")]
+    if v.get("quality_skipped") and all(x is None for x in q.values()):
+        return [*head, _notes_cell(v, hints, span=len(figures) + 2)]
+    return [*head, *[C(sig(q.get(f)), fmt_interval(cis.get(f)), cls="num") for f in figures],
+            C(sig(v.get("quality_retained")), fmt_interval(retained_ci(r, v)), cls="num"), _notes_cell(v, hints)]
 
 
 def baseline_table(r: dict) -> Table:
@@ -473,8 +481,7 @@ def _spread_cell(stat: dict | None, key: str = "median") -> Cell:
 def _skipped_speed_row(r: dict, e: dict, batch, reason, status: str, hints: list[str]) -> list[Cell]:
     cls = "fail" if status == "failed" else "skip"
     mark = "✘ failed: " if status == "failed" else "skipped: "
-    return [_model_cell(r, e["model"]), C(e["backend"]), C(batch), *[C("")] * 7,
-            reason_cell(reason, hints, mark, f"{cls} wide")]
+    return [_model_cell(r, e["model"]), C(e["backend"]), C(batch), reason_cell(reason, hints, mark, f"{cls} wide", 8)]
 
 
 def speed_table(r: dict) -> Table:
@@ -511,9 +518,9 @@ def concurrency_table(r: dict) -> Table:
         gain = ((e.get("ratios") or {}).get("vs_teacher_baseline") or {}).get("throughput_gain")
         ok = c["status"] == "ok"
         t.add([_model_cell(r, e["model"]), C(e["backend"]), C(c["requests"]),
-               _spread_cell(c.get("throughput_tok_s")) if ok else C(""),
-               C(sig(c["latency_ms"]["p50"]), cls="num") if ok else C(""), C(fmt_ratio(gain), cls="num"),
-               C("ok") if ok else reason_cell(c.get("reason"), hints, f"{c['status']}: ")], _role(r, e["model"]))
+               *([_spread_cell(c.get("throughput_tok_s")), C(sig(c["latency_ms"]["p50"]), cls="num"),
+                  C(fmt_ratio(gain), cls="num"), C("ok")] if ok else
+                 [reason_cell(c.get("reason"), hints, f"{c['status']}: ", "skip wide", 4)])], _role(r, e["model"]))
     return t
 
 
@@ -769,7 +776,10 @@ def _finish_axes(ax, pts: list[dict], log_x: bool = False) -> None:
         ax.set_xscale("log")
     ax.margins(x=0.3, y=0.25)
     ax.autoscale_view()
-    ax.set_xlim(ax.get_xlim())
+    lo, hi = ax.get_xlim()
+    if not log_x and lo < 0 <= min(p["x_lo"] for p in pts):  # no negative latencies on the axis
+        lo = -0.04 * hi
+    ax.set_xlim(lo, hi)
     ax.set_ylim(ax.get_ylim())
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles))
@@ -851,11 +861,16 @@ def _md_cell(c: Cell) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_row(cells: list[Cell]) -> str:
+    """Markdown has no column spans: a spanning cell is followed by blank ones."""
+    return "| " + " | ".join(_md_cell(c) + " |" * (c.span - 1) for c in cells) + " |"
+
+
 def md_table(t: Table) -> str:
     if not t.rows:
         return f"_{t.empty}_\n"
-    lines = ["| " + " | ".join(_md_cell(h) for h in t.headers) + " |", "|" + "---|" * len(t.headers)]
-    return "\n".join(lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]) + "\n"
+    lines = [_md_row(t.headers), "|" + "---|" * len(t.headers)]
+    return "\n".join(lines + [_md_row(row) for row in t.rows]) + "\n"
 
 
 def _md_segments(segments: list[Segment]) -> str:
@@ -878,9 +893,7 @@ def _definition_items(r: dict) -> list[tuple[str, str, str]]:
     out = []
     for f in _used_definitions(r):
         anchor, text = definition(f)
-        where = "docs/predictive.md, Metrics" if (anchor, text) == SCORING_DEFINITION and f not in DEFINITIONS \
-            else f"{DOCS}#{anchor}"
-        out.append((f, def_anchor(f), f"{text} ({where})"))
+        out.append((f, def_anchor(f), f"{text}; see {DOCS}#{anchor}"))
     return out
 
 
@@ -981,7 +994,8 @@ def _html_cell(c: Cell, tag: str = "td") -> str:
         body += f" <small>{_esc(c.note)}</small>"
     body += "".join(f'<sup><a href="#fn-{n}" aria-label="note {n}">{n}</a></sup>' for n in c.fns)
     cls = f' class="{c.cls}"' if c.cls and tag == "td" else ""
-    return f"<{tag}{cls}>{body}</{tag}>"
+    span = f' colspan="{c.span}"' if c.span > 1 else ""
+    return f"<{tag}{cls}{span}>{body}</{tag}>"
 
 
 def html_table(t: Table, caption: str = "") -> str:
