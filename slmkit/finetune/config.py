@@ -14,9 +14,9 @@ benchmark measures retention against them. Sample stages::
 What is learnt: for a ranking / classification recipe the task's labels (``label_loss``:
 pointwise cross-entropy of the verbalizer or head logits, or listwise over each group's
 candidates); for a generation recipe the responses of ``data.train`` (chat / prompt_completion;
-every token of text data). ``method: lora`` trains low-rank adapters (``peft``, extra
-``finetune``) and merges them into the written weights: the artifact is a plain Hugging Face
-directory that transformers loads without peft.
+every token of text data). ``method: lora`` trains low-rank adapters (``peft``) and merges them
+into the written weights: the artifact is a plain Hugging Face directory that transformers loads
+without peft.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def finetune_problems(recipe, base_dir: Path) -> list[tuple[tuple, str]]:
             out.append((at, "finetune trains on labelled data: add data.train (for a ranking / classification "
                             "task, rows with a label column; for generation, chat or prompt_completion data)"))
         if isinstance(s.config, LoraFinetuneConfig) and importlib.util.find_spec("peft") is None:
-            out.append((at + ("method",), "method: lora needs peft: pip install 'slmkit[finetune]' (or use "
-                                          "method: full)"))
+            out.append((at + ("method",), "method: lora needs peft (a dependency of slmkit): pip install "
+                                          "peft, or use method: full"))
         ref = _source_read(recipe, s)
         if isinstance(s.config, LoraFinetuneConfig) and ref is not None:
             problem = lora_target_problem(s.config, model_type_of(ref, base_dir))
