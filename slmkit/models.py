@@ -201,3 +201,57 @@ def load_config(ref_or_dir: str):
             del cfg.quantization_config
         return cfg
     return AutoConfig.from_pretrained(where)
+
+
+# GGUF architecture -> (model_type, HF architecture) of the checkpoint transformers' loader rebuilds
+_GGUF_TO_HF = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+               "qwen3": ("qwen3", "Qwen3ForCausalLM"), "gemma": ("gemma", "GemmaForCausalLM"),
+               "gemma2": ("gemma2", "Gemma2ForCausalLM"), "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
+               "phi3": ("phi3", "Phi3ForCausalLM"), "stablelm": ("stablelm", "StableLmForCausalLM")}
+_GGUF_KEYS = {"block_count": "num_hidden_layers", "embedding_length": "hidden_size",
+              "feed_forward_length": "intermediate_size", "attention.head_count": "num_attention_heads",
+              "attention.head_count_kv": "num_key_value_heads", "attention.key_length": "head_dim",
+              "context_length": "max_position_embeddings", "vocab_size": "vocab_size"}
+
+
+def peek_config(ref: str, revision: str | None = None) -> dict | None:
+    """The config.json of a model ref without torch, transformers or the network; None when unknown.
+
+    A local directory's config.json; a .gguf file's metadata (general.architecture and the sizes,
+    under transformers' names); a hub id's config.json from the local cache only.
+    """
+    try:
+        kind, where = resolve_ref(ref)
+    except InputError:
+        return None
+    if kind == "dir":
+        return json.loads((Path(where) / "config.json").read_text(encoding="utf-8"))
+    if kind == "gguf":
+        return _gguf_config(Path(where))
+    return _cached_hub_config(where, revision)
+
+
+def _gguf_config(path: Path) -> dict | None:
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(path).fields
+        arch = fields["general.architecture"].contents()
+    except Exception:  # not readable as GGUF: loading the model will say so with the real error
+        return None
+    model_type, hf_arch = _GGUF_TO_HF.get(arch, (arch, None))
+    config = {"model_type": model_type, "architectures": [hf_arch] if hf_arch else [], "gguf_architecture": arch}
+    for key, name in _GGUF_KEYS.items():
+        if f"{arch}.{key}" in fields:
+            config[name] = fields[f"{arch}.{key}"].contents()
+    return config
+
+
+def _cached_hub_config(repo_id: str, revision: str | None) -> dict | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id (huggingface_hub's HFValidationError): nothing to peek at
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8")) if isinstance(path, str) else None

@@ -228,6 +228,7 @@ def parse_recipe(text: str, *, where: str = "<recipe>", overrides: list[str] = (
     if recipe is not None:
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in task_stage_problems(recipe.task, recipe.stages)]
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in stage_data_problems(recipe)]
+        problems += [f"{_where(path, lines)}: {msg}" for path, msg in architecture_problems(recipe)]
         problems += [f"{_where(path, lines)}: {msg}" for path, msg in finetune_problems(recipe, base_dir or Path.cwd())]
     _check_references(stages_raw or [], problems, lines)
     _check_data_files(raw, base_dir or Path.cwd(), problems, lines)
@@ -490,6 +491,85 @@ def _benchmark_data_problems(cfg, data: DataConfig, at: tuple) -> list[tuple[tup
                                            "data.eval is text: use primary_metric: perplexity, or chat / "
                                            "prompt_completion eval data")]
     return []
+
+
+def architecture_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
+    """(YAML path, message) for each prune method or export format the model's architecture cannot take.
+
+    The architecture comes from config.json (a GGUF's metadata, a hub id's cached config) without
+    torch, and is followed through the stages; a model whose config cannot be read here is checked
+    when it loads.
+    """
+    from slmkit.models import peek_config
+
+    teacher = peek_config(recipe.teacher.model, recipe.teacher.revision)
+    configs = {"teacher": teacher, "student": _student_config(recipe.student, teacher, peek_config)}
+    current = configs["student"] if recipe.student else teacher
+    out = []
+    for s in recipe.stages:
+        if s.input is not None:
+            current = configs[s.input] if s.input in configs else peek_config(s.input)
+        if current is not None and s.config is not None:
+            out += _architecture_problems(s, current, recipe, ("stages", s._index, s.kind))
+            current = _after_prune(current, s.config) if s.kind == "prune" else current
+        configs[s.name] = current
+    return out
+
+
+def _student_config(student: StudentRef | None, teacher: dict | None, peek) -> dict | None:
+    if student is None or student.model is not None:
+        return peek(student.model) if student else None
+    if teacher is None or student.init.config is not None:
+        return None if teacher is None else {**teacher, **student.init.config}
+    from slmkit.prune.archs import kept_layer_config
+
+    return {**teacher, **kept_layer_config(teacher, sorted(student.init.keep_layers), teacher.get("num_hidden_layers", 0))}
+
+
+def _architecture_problems(s: StageSpec, config: dict, recipe: Recipe, at: tuple) -> list[tuple[tuple, str]]:
+    from slmkit.prune.archs import method_problem
+
+    if s.kind == "prune" and (why := method_problem(config, s.config.method)):
+        return [(at + ("method",), f"model_type {config.get('model_type')!r} cannot take prune method "
+                                   f"{s.config.method}: {why}")]
+    if s.kind not in ("quantize", "export") or recipe.predictive:  # scorers export through their own path
+        return []
+    formats = s.config.formats if s.kind == "export" else [getattr(s.config, "method", None)]
+    key = "formats" if s.kind == "export" else "method"
+    return [(at + (key,), f"{fmt}: {why}") for fmt in formats if (why := _format_problem(fmt, config, recipe))]
+
+
+def _format_problem(fmt: str, config: dict, recipe: Recipe) -> str | None:
+    arch = (config.get("architectures") or [None])[0]
+    if fmt == "gguf":
+        from slmkit.quantize.gguf_writer import architecture_problem
+
+        return architecture_problem(config, recipe.teacher.model)
+    if fmt == "onnx":
+        from slmkit.quantize.onnx_genai import builder_architectures
+
+        built = builder_architectures()
+        if arch not in built:
+            return (f"architecture {arch} cannot be exported by the installed onnxruntime-genai builder; it builds: "
+                    f"{', '.join(sorted(built)) or 'nothing (not installed)'}")
+    return None
+
+
+def _after_prune(config: dict, prune) -> dict:
+    """The config a prune stage leaves, as far as it is known before calibration picks what to keep."""
+    from slmkit.prune.archs import kept_layer_config
+    from slmkit.prune.budget import resized
+
+    out = dict(config)
+    total_kv = config.get("num_key_value_heads")
+    if prune.method == "depth" and prune.layers is not None and config.get("num_hidden_layers"):
+        out.update(kept_layer_config(config, sorted(prune.layers), config["num_hidden_layers"]))
+    elif prune.method == "depth":
+        out.pop("layer_types", None)  # calibration picks the layers; the GGUF writer checks the pattern then
+    elif prune.method == "width_attention" and total_kv and config.get("num_attention_heads"):
+        keep = prune.keep_kv_groups or (round(prune.keep_ratio * total_kv) if prune.keep_ratio else None)
+        out = resized(config, "kv_groups", keep) if keep else {**out, "num_attention_heads": None}
+    return out
 
 
 def _check_references(stages: list[dict], problems, lines):

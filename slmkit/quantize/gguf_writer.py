@@ -144,6 +144,31 @@ def _rope_params(config: dict) -> dict:
     return params.get("full_attention", params)
 
 
+def architecture_problem(config: dict, where: str) -> str | None:
+    """Why a model with this config.json cannot be written as GGUF, or None; reads nothing else.
+
+    Recipe validation asks before any stage runs; a partial config (a GGUF's metadata) is only
+    checked for what it holds, and the writer checks the real one again.
+    """
+    arch = (config.get("architectures") or [None])[0]
+    if arch not in GGUF_ARCHS:
+        return f"architecture {arch} cannot be written as GGUF; supported: {', '.join(sorted(GGUF_ARCHS))}"
+    try:
+        rope_theta(config, Path(where))
+        check_graph_fits(GGUF_ARCHS[arch], config, Path(where))
+    except InputError as e:
+        return str(e).removeprefix(f"{where}: ")
+    except (KeyError, TypeError):  # sizes the partial config lacks: the writer checks the real config
+        pass
+    import importlib.util
+
+    if GGUF_ARCHS[arch] == "gemma" and importlib.util.find_spec("llama_cpp") is None:
+        # transformers' GGUF loader (the verifier without llama.cpp) has no gemma graph
+        return ("a Gemma 1 GGUF file can be verified in llama.cpp only, and llama-cpp-python is not installed: "
+                "pip install 'slmkit[llamacpp]', or export another format")
+    return None
+
+
 def rope_theta(config: dict, config_path: Path) -> float:
     """Rope base frequency; scaled rope variants are refused rather than silently dropped."""
     params = _rope_params(config)
