@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from slmkit.benchmark.quality import (
+    EvalSet,
     MetricSkipped,
     agreement_stats,
     contains,
     exact_match,
-    lcs_length,
-    normalize_answer,
-    EvalSet,
     judge_answers,
+    lcs_length,
     mean_logprob,
+    normalize_answer,
     perplexity_metric,
     relative_likelihood,
     retained,
