@@ -122,7 +122,7 @@ def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, tr
             out = generate_responses(teacher, train, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                                      max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
                                      temperature=g.temperature, top_p=g.top_p, batch_size=g.batch_size,
-                                     on_batch=bar.advance)
+                                     dtype=g.dtype, on_batch=bar.advance)
         write_examples(tmp / "examples.jsonl", out)
         tokens, seconds = sum(sum(e.loss_mask) for e in out), time.perf_counter() - started
         return {"examples": len(out), "response_tokens": tokens, "generate_seconds": round(seconds, 2),
@@ -138,10 +138,18 @@ def sequence_kd_examples(ctx: StageContext, cfg: DistillConfig, teacher, tok, tr
 
 
 def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t_hash):
-    """Build (or reuse) the teacher top-k cache of each split; returns {split: TopKCache}."""
-    from slmkit.distill.teacher_cache import TopKCache, build_cache
+    """Build (or reuse) the teacher top-k cache of each split; returns {split: TopKCache}.
+
+    The caches are content-addressed and shared by every recipe under the same output directory
+    (``<output_dir>/_shared/teacher-topk/v<N>``): keyed by the teacher's content hash, its tokenizer,
+    the examples' tokens and masks, k, the temperature, the format and the teacher's precision, so
+    another student, another epoch count or another recipe over the same data reads the same cache.
+    """
+    from slmkit.artifacts import Store
+    from slmkit.distill.teacher_cache import TopKCache, build_cache, data_fingerprint, tokenizer_fingerprint
 
     c, dtype = cfg.teacher_cache, torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    shared = Store(ctx.run_dir.parent / "_shared")
     caches = {}
     for split, exs in splits.items():
         # training matches the teacher at the loss temperature; eval KL is measured at T = 1, as it
@@ -149,16 +157,30 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
         temperature = cfg.loss.temperature if split == "train" else 1.0
 
         def build(tmp: Path, exs=exs, split=split, temperature=temperature) -> dict:
-            ctx.reporter.info(f"distill: caching the teacher's top-{c.top_k} log-probs for {len(exs)} {split} "
-                              f"examples (T={temperature:g})")
+            ctx.reporter.info(f"distill: caching the teacher's top-{c.top_k} log-probs ({c.format}) for {len(exs)} "
+                              f"{split} examples (T={temperature:g})")
             return build_cache(tmp, teacher, exs, pad_id=tok.pad_token_id, vocab=vocab, k=c.top_k,
                                temperature=temperature, batch_size=c.batch_size,
-                               shard_examples=c.shard_examples, device=ctx.device, dtype=dtype)
+                               shard_examples=c.shard_examples, device=ctx.device, dtype=dtype, format=c.format)
 
-        key = {"teacher": t_hash, "data": _examples_key(exs), "top_k": c.top_k, "temperature": temperature,
-               "shard_examples": c.shard_examples, "precision": cfg.precision}
-        caches[split] = TopKCache(ctx.dataset_artifact("distill-teacher-topk", key, build))
+        key = {"teacher": t_hash, "tokenizer": tokenizer_fingerprint(tok), "data": data_fingerprint(exs),
+               "vocab": vocab, "top_k": c.top_k, "temperature": temperature, "format": c.format,
+               "teacher_dtype": str(dtype).removeprefix("torch.")}
+        caches[split] = TopKCache(shared.dataset("teacher-topk", key, build, reporter=ctx.reporter))
     return caches
+
+
+def cache_details(caches: dict, teacher, train: list[Example], cfg: DistillConfig, *, steps: int, processes: int,
+                  seed: int) -> dict:
+    """Which caches a student was trained from, their bytes per token and the teacher FLOPs not spent."""
+    from slmkit.artifacts import read_manifest
+    from slmkit.distill.flops import teacher_flops_avoided
+
+    flops = teacher_flops_avoided(teacher, train, steps=steps, global_batch=cfg.batch_size * cfg.grad_accum
+                                  * processes, seed=seed)
+    out = {split: read_manifest(c.path)["id"] for split, c in caches.items()}
+    return out | {"format": cfg.teacher_cache.format, "bytes_per_token": caches["train"].bytes_per_token,
+                  "teacher_flops_avoided": flops}
 
 
 def on_policy_sampler(cfg: DistillConfig, tok, stats: dict | None = None):
@@ -174,7 +196,7 @@ def on_policy_sampler(cfg: DistillConfig, tok, stats: dict | None = None):
         started = time.perf_counter()
         out = generate_responses(student, examples, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
                                  max_new_tokens=p.max_new_tokens, do_sample=p.do_sample,
-                                 temperature=p.temperature, batch_size=cfg.batch_size)
+                                 temperature=p.temperature, batch_size=cfg.batch_size, dtype=p.dtype)
         stats["generated_tokens"] = stats.get("generated_tokens", 0) + sum(sum(e.loss_mask) for e in out)
         stats["generate_seconds"] = stats.get("generate_seconds", 0.0) + time.perf_counter() - started
         return out
@@ -227,6 +249,9 @@ def run(ctx: StageContext) -> StageOutput:
     if offline:
         caches = offline_caches(ctx, cfg, teacher.to(ctx.device), tok, vocab, {"train": train_ex, "eval": eval_ex}, t_hash)
         job.teacher, job.topk_train, job.topk_eval = None, caches["train"], caches["eval"] if eval_ex else None
+        from slmkit.distill.flops import model_shape
+
+        t_shape = model_shape(teacher)
         del teacher  # the point of the cache: training never holds the teacher
     sampled: dict = {}
     if cfg.on_policy.fraction > 0:
@@ -240,6 +265,8 @@ def run(ctx: StageContext) -> StageOutput:
     if offline:
         sec = caches["train"].seconds_per_token * result.extra["tokens_trained"]
         details["teacher_seconds_saved"] = round(sec, 2)
+        details["teacher_cache"] = cache_details(caches, t_shape, train_ex, cfg, steps=result.steps,
+                                                processes=result.extra["processes"], seed=ctx.recipe.seed)
         ctx.reporter.info(f"distill: the offline cache saved about {sec:.1f} s of teacher compute")
     return _finish(ctx, job, tok, result, details)
 
