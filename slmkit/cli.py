@@ -111,8 +111,13 @@ def runs(directory: Annotated[Path, typer.Argument(help="Artifact store root or 
         return
     from slmkit.progress import Reporter
 
-    Reporter().table(f"artifacts under {directory}", ["id", "stage", "kind", "parent", "size", "metrics"],
-                     [[r["id"], r["stage"], r["kind"], r["parent"] or "-", r["size"], r["metrics"]] for r in rows])
+    def cache(r):  # students name the teacher cache they were trained from, a cache its students
+        return r["teacher_cache"] or ("used by " + ", ".join(r["used_by"]) if r.get("used_by") else "-")
+
+    Reporter().table(f"artifacts under {directory}", ["id", "stage", "kind", "parent", "teacher cache", "size",
+                                                      "metrics"],
+                     [[r["id"], r["stage"], r["kind"], r["parent"] or "-", cache(r), r["size"], r["metrics"]]
+                      for r in rows])
 
 
 @app.command()

@@ -96,9 +96,22 @@ def list_artifacts(directory: Path) -> list[dict]:
             continue
         parents = [i.get("id") for i in m.get("inputs", []) if i.get("role") == "input"]
         metrics = {k: v for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        cache = ((m.get("details") or {}).get("teacher_cache") or {}).get("train")
         rows.append({"id": m.get("id"), "path": str(path), "stage": m.get("stage"), "kind": m.get("kind"),
                      "version": m.get("version"), "parent": parents[0] if parents else None,
-                     "size": _human(dir_size(path)), "metrics": _short_metrics(metrics)})
+                     "size": _human(dir_size(path)), "metrics": _short_metrics(metrics), "teacher_cache": cache})
+    return _cache_users(rows)
+
+
+def _cache_users(rows: list[dict]) -> list[dict]:
+    """Give each teacher cache the students trained from it (a cache is shared across recipes)."""
+    users: dict[str, list[str]] = {}
+    for r in rows:
+        if r["teacher_cache"]:
+            users.setdefault(r["teacher_cache"], []).append(r["id"])
+    for r in rows:
+        if r["id"] in users:
+            r["used_by"] = users[r["id"]]
     return rows
 
 
