@@ -183,6 +183,7 @@ class Batch:
     sel: torch.Tensor
     targets: torch.Tensor
     topk: L.TeacherTopK | None = None  # offline teacher rows aligned with ``sel``
+    cross: Any = None  # the teacher's own tokens of the same text (cross-tokenizer distillation)
 
     @property
     def tokens(self) -> int:
@@ -267,6 +268,7 @@ class DistillJob:
     topk_train: TopKSource | None = None
     topk_eval: TopKSource | None = None
     sampler: Sampler | None = None  # on-policy responses from the current student
+    cross: Any = None  # slmkit.distill.cross_stage.CrossTokenizer: the teacher has its own vocabulary
     reporter: Any = None
     cpu: bool | None = None  # None: CPU when no CUDA device is present
 
@@ -361,13 +363,17 @@ def _micro_batches(run: _Run, step: int) -> tuple[list[Batch], bool]:
             exs = job.sampler(acc.unwrap_model(run.module).student, exs, step)
         rows = [job.topk_train(i) for i in ids] if job.topk_train is not None else None
         batches.append(make_batch(exs, job.pad_id, acc.device, rows))
+        if job.cross is not None:
+            batches[-1].cross = job.cross.batch(exs, batches[-1], acc.device)
     return batches, on_policy
 
 
 def _forward(run: _Run, b: Batch, stats: dict):
     job, cfg = run.job, run.job.cfg
     teacher, t_hidden = b.topk, None
-    if job.teacher is not None:
+    if b.cross is not None:
+        teacher = job.cross.teacher_rows(job.teacher, b.cross)
+    elif job.teacher is not None:
         teacher, t_hidden = teacher_states(job.teacher, b.tensors, b.sel, run.layers, job.vocab)
     with _autocast(run.acc.device, cfg.precision):
         return run.module(
@@ -436,7 +442,7 @@ def evaluate(run: _Run) -> dict[str, float]:
         rows = [job.topk_eval(i) for i in ids] if job.topk_eval is not None else None
         b = make_batch([job.eval[i] for i in ids], job.pad_id, acc.device, rows)
         teacher = b.topk
-        if job.teacher is not None:
+        if job.teacher is not None and job.cross is None:  # across tokenizers: the student's own CE only
             teacher, _ = teacher_states(job.teacher, b.tensors, b.sel, [], job.vocab)
         with _autocast(acc.device, job.cfg.precision):
             out = module.student.base_model(input_ids=b.tensors["input_ids"], attention_mask=b.tensors["attention_mask"])
@@ -449,7 +455,7 @@ def evaluate(run: _Run) -> dict[str, float]:
     kl, ce, top1, n = _reduce(acc, [sums["kl"], sums["ce"], sums["top1"], sums["tokens"]])
     n = max(n, 1.0)
     metrics = {"eval_ce": ce / n, "eval_tokens": n}
-    if job.teacher is not None or job.topk_eval is not None:
+    if (job.teacher is not None and job.cross is None) or job.topk_eval is not None:
         metrics.update(eval_kl=kl / n, eval_top1_agreement=top1 / n)
     return metrics
 
@@ -520,4 +526,5 @@ def _train(run: _Run) -> TrainResult:
     run.acc.wait_for_everyone()
     job.student = run.acc.unwrap_model(run.module).student
     return TrainResult(cfg.max_steps, final, run.history, resumed_from=start or None,
-                       extra={"train_seconds": time.perf_counter() - t0, "tokens_trained": tokens})
+                       extra={"train_seconds": time.perf_counter() - t0, "tokens_trained": tokens,
+                              "processes": run.acc.num_processes})

@@ -54,7 +54,7 @@ def test_distill_modes_write_a_model_and_metrics(tmp_path, tiny_llama_dir, mode)
     manifest = json.loads((art / "manifest.json").read_text())
     if "offline" in mode:
         assert manifest["details"]["teacher_seconds_saved"] >= 0
-        assert list((tmp_path / "runs/tiny").glob("distill-teacher-topk/v1/shard-00000.safetensors"))
+        assert list((tmp_path / "runs/_shared").glob("teacher-topk/v1/shard-00000.safetensors"))
     details = manifest["details"]
     assert details["tokens_trained"] > 0 and details["trained_tokens_per_s"] > 0
     if "sequence_kd" in mode:
@@ -90,7 +90,7 @@ def test_batch_that_cannot_fit_is_refused_before_training(tmp_path, tiny_llama_d
 
 
 def test_offline_cache_reports_the_live_teachers_eval_kl_at_any_temperature(tmp_path, tiny_llama_dir):
-    # with k = the whole vocabulary the cache is exact, so both modes train the same student and
+    # with k = the whole vocabulary the fp32 cache is exact, so both modes train the same student and
     # must report the same eval KL; the eval KL is at T = 1 in both, whatever the loss temperature
     from transformers import AutoTokenizer
 
@@ -100,7 +100,7 @@ def test_offline_cache_reports_the_live_teachers_eval_kl_at_any_temperature(tmp_
     for mode in ("off_policy", "offline_teacher"):
         where = tmp_path / mode
         where.mkdir()
-        extra = f", teacher_cache: {{top_k: {vocab}}}" if mode == "offline_teacher" else ""
+        extra = f", teacher_cache: {{top_k: {vocab}, format: fp32}}" if mode == "offline_teacher" else ""
         r = runner.invoke(app, ["distill", str(_recipe(where, tiny_llama_dir, f"{stage}, data: {mode}{extra}"))])
         assert r.exit_code == 0, r.output
         kls[mode] = json.loads((_artifact(where) / "metrics.jsonl").read_text().splitlines()[-1])["eval_kl"]
