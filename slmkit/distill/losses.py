@@ -198,6 +198,8 @@ def _teacher_chunk(teacher, sl: slice, dtype: torch.dtype):
         return z if teacher.bias is None else z + teacher.bias.to(dtype)
     if isinstance(teacher, TeacherTopK):
         return teacher.idx[sl], teacher.logp[sl]
+    if hasattr(teacher, "chunk"):  # another vocabulary (slmkit.distill.cross_tokenizer.CrossTeacher)
+        return teacher.chunk(sl, dtype)
     return None
 
 
@@ -231,7 +233,9 @@ def _chunk_grad_forward_kl(z_s, z_t, targets, spec: LossSpec):
 def _chunk_grad_autograd(z_s, teacher_chunk, targets, spec: LossSpec):
     z = _f32(z_s.detach()).requires_grad_(True)
     with torch.enable_grad():
-        if isinstance(teacher_chunk, tuple):
+        if hasattr(teacher_chunk, "token_losses"):  # its own comparison (cross-tokenizer)
+            kd, ce = teacher_chunk.token_losses(z, targets, spec)
+        elif isinstance(teacher_chunk, tuple):
             kd, ce = topk_token_losses(z, *teacher_chunk, targets, spec)
         else:
             kd, ce = token_losses(z, teacher_chunk, targets, spec)

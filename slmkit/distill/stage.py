@@ -23,7 +23,8 @@ def shared_vocab(teacher_tok, student_tok, teacher_rows: int, student_rows: int)
     if teacher_tok.get_vocab() != student_tok.get_vocab():
         raise InputError(
             "distill: the teacher and student tokenizers differ (different vocabularies), so their "
-            "next-token distributions are not comparable; use a student built from the teacher's tokenizer"
+            "next-token distributions are not comparable token by token; set loss.cross_tokenizer: align "
+            "(or uld) to distill across tokenizers, or use a student built from the teacher's tokenizer"
         )
     rows = min(teacher_rows, student_rows)
     if len(teacher_tok) > rows:
@@ -231,6 +232,11 @@ def run(ctx: StageContext) -> StageOutput:
     from slmkit.distill.trainer import DistillJob, train
 
     cfg: DistillConfig = ctx.stage.config
+    if cfg.loss.cross_tokenizer is not None:
+        from slmkit.distill import cross_stage
+
+        if cross_stage.tokenizers_differ(ctx):
+            return cross_stage.run(ctx)
     student, teacher, tok, vocab, s_n, t_n = _load(ctx, cfg)
     train_ex = apply_token_mode(ctx.examples("train", tok, cfg.max_length), cfg.loss.tokens, "data.train")
     eval_ex = []
