@@ -170,6 +170,13 @@ class DistillConfig(StrictModel):
         "tokens and a C++ compiler, and off with gradient checkpointing or on-policy sampling; the "
         "first step pays the compilation (seconds to a minute; cached on disk for later runs).",
     )
+    packing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Pack several examples per row of a micro-batch (first-fit, rows of a bucketed width), each "
+        "with its own positions so attention stays within it: short sequences do not pad the step, and "
+        "compiled layers see a few shapes. The loss is the same sum over the same tokens. auto: on when the "
+        "student and the teacher keep packed sequences apart (checked on a tiny input before training).",
+    )
     eval_every: int = Field(50, ge=1, description="Evaluate on held-out data every N steps (and at the end).")
     eval_examples: int = Field(64, ge=1, description="Held-out examples used per evaluation.")
     checkpoint_every: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")

@@ -206,9 +206,13 @@ def topk_rows(teacher, examples: list[Example], *, pad_id: int, vocab: int, k: i
 def build_cache(out_dir: Path, teacher, examples: list[Example], *, pad_id: int, vocab: int, k: int,
                 temperature: float, batch_size: int, shard_examples: int, device, dtype,
                 format: str = "int8") -> dict:
-    """Write the shards and cache.json, one shard in memory at a time; returns the manifest metrics."""
+    """Write the shards and cache.json, one shard in memory at a time; returns the manifest metrics.
+
+    The teacher runs with ``dtype`` weights (converted in place), as the live loop holds a frozen teacher.
+    """
     if format not in FORMATS:
         raise ValueError(f"unknown teacher cache format {format!r}; expected one of {FORMATS}")
+    teacher.to(device=device, dtype=dtype).eval()
     k = min(k, vocab)
     layout = RowLayout(vocab, k, format)
     t0, tokens, size = time.perf_counter(), 0, 0

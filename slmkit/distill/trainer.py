@@ -142,10 +142,8 @@ class DistillModule(nn.Module):
             [nn.Linear(width, teacher_width, bias=False) for _ in self.layer_map] if need_proj else []
         )
 
-    def forward(self, input_ids, attention_mask, sel, targets, teacher, t_hidden, spec, chunk, dtype, stats, compile):
-        out = self.student.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=bool(self.layer_map)
-        )
+    def forward(self, inputs: dict, sel, targets, teacher, t_hidden, spec, chunk, dtype, stats, compile):
+        out = self.student.base_model(**model_inputs(inputs), output_hidden_states=bool(self.layer_map))
         h = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])[sel]
         head = self.student.get_output_embeddings()
         bias = None if head.bias is None else head.bias[: self.vocab]
@@ -163,8 +161,7 @@ class DistillModule(nn.Module):
 def teacher_states(teacher, batch, sel, layers: list[int], vocab: int):
     """The teacher's final hidden states (and mapped layers) at the selected rows."""
     out = teacher.base_model(  # use_cache=False: no KV cache is built for a single forward
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=bool(layers),
-        use_cache=False,
+        **model_inputs(batch), output_hidden_states=bool(layers), use_cache=False,
     )
     last = out.last_hidden_state
     h = last.reshape(-1, last.shape[-1])[sel]
@@ -190,15 +187,116 @@ class Batch:
         return int(self.sel.numel())
 
 
-def make_batch(examples: list[Example], pad_id: int, device, topk_rows: list | None = None) -> Batch:
-    t = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-    sel, targets = select_targets(t["input_ids"], t["loss_mask"])
+def bucket_width(longest: int, cap: int | None = None, multiple: int = 64) -> int:
+    """Row width for a batch whose longest sequence is ``longest``: a power of two times ``multiple``.
+
+    Compiled decoder layers see a handful of widths instead of one per batch (each new shape is a
+    guard miss, and after the recompile limit a layer falls back to eager); ``cap`` (the recipe's
+    max_length rounded up to ``multiple``) keeps the last bucket from doubling past it.
+    """
+    width = multiple
+    while width < longest:
+        width *= 2
+    if cap is not None:
+        width = min(width, max(longest, -(-cap // multiple) * multiple))
+    return width
+
+
+def pack_rows(lengths: list[int], width: int) -> list[tuple[int, int]]:
+    """First-fit decreasing: (row, offset) of each sequence in rows of ``width`` tokens."""
+    free: list[int] = []
+    place = [(0, 0)] * len(lengths)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
+        if row is None:
+            row = len(free)
+            free.append(width)
+        place[i] = (row, width - free[row])
+        free[row] -= lengths[i]
+    return place
+
+
+def pack_examples(examples: list[Example], pad_id: int, width: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Several examples per row, each with its own positions 0..n-1, so attention stays inside it.
+
+    There is no attention mask: transformers reads sequence boundaries off ``position_ids`` (a
+    position that does not follow its neighbour starts a new sequence) and builds a block-causal
+    mask; the padding at a row's end is a sequence of its own that nothing counted attends to.
+    ``sel`` lists counted positions example by example, in each example's order: the same rows,
+    targets and order as the unpacked batch, so the loss (and cached teacher rows) line up.
+    """
+    place = pack_rows([len(e.input_ids) for e in examples], width)
+    n_rows = 1 + max(r for r, _ in place)
+    ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    pos = torch.arange(width).repeat(n_rows, 1)
+    mask = torch.zeros((n_rows, width), dtype=torch.long)
+    sel, targets = [], []
+    for e, (r, o) in zip(examples, place):
+        n = len(e.input_ids)
+        ids[r, o : o + n] = torch.tensor(e.input_ids)
+        mask[r, o : o + n] = torch.tensor(e.loss_mask)
+        pos[r, o : o + n] = torch.arange(n)
+        counted = [t for t in range(n - 1) if e.loss_mask[t + 1]]
+        sel += [r * width + o + t for t in counted]
+        targets += [e.input_ids[t + 1] for t in counted]
+    for r in range(n_rows):  # the tail of a row restarts at 0: a padding "sequence" of its own
+        end = max([o + len(e.input_ids) for e, (rr, o) in zip(examples, place) if rr == r])
+        pos[r, end:] = torch.arange(width - end)
+    tensors = {"input_ids": ids, "attention_mask": None, "position_ids": pos, "loss_mask": mask}
+    return tensors, torch.tensor(sel, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+
+
+def make_batch(examples: list[Example], pad_id: int, device, topk_rows: list | None = None, *,
+               pack: bool = False, width_cap: int | None = None) -> Batch:
+    """Tensors of a micro-batch: padded to a bucketed width, one example per row or packed."""
+    width = bucket_width(max(len(e.input_ids) for e in examples), width_cap)
+    # one example per row either way: padding masks keep the causal fast path of the attention kernels
+    if pack and 1 + max(r for r, _ in pack_rows([len(e.input_ids) for e in examples], width)) < len(examples):
+        t, sel, targets = pack_examples(examples, pad_id, width)
+    else:
+        t = collate(examples, pad_id)
+        t = {k: torch.nn.functional.pad(v, (0, width - v.shape[1]), value=pad_id if k == "input_ids" else 0)
+             for k, v in t.items()}
+        sel, targets = select_targets(t["input_ids"], t["loss_mask"])
+    t = {k: None if v is None else v.to(device) for k, v in t.items()}
+    sel, targets = sel.to(device), targets.to(device)
     topk = None
     if topk_rows is not None:  # cached rows are stored per example in the same (row-major) order
         topk = L.TeacherTopK(
             torch.cat([r[0] for r in topk_rows]).to(device), torch.cat([r[1] for r in topk_rows]).to(device)
         )
     return Batch(t, sel, targets, topk)
+
+
+def model_inputs(tensors: dict) -> dict:
+    """The decoder's keyword arguments of a batch: packed batches give positions instead of a mask."""
+    if tensors.get("position_ids") is not None:
+        return {"input_ids": tensors["input_ids"], "position_ids": tensors["position_ids"]}
+    return {"input_ids": tensors["input_ids"], "attention_mask": tensors["attention_mask"]}
+
+
+@torch.no_grad()
+def supports_packing(model: nn.Module, vocab: int) -> bool:
+    """Whether ``model`` keeps packed sequences apart: two sequences in one row vs each on its own.
+
+    transformers builds the block-causal mask from position_ids for the models that use its mask
+    utilities; any other model would silently attend across examples, so it is checked, not assumed.
+    """
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(0, vocab, (1, n), generator=g) for n in (5, 7))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        alone = [model.base_model(input_ids=x.to(device), use_cache=False).last_hidden_state.float() for x in (a, b)]
+        pos = torch.cat([torch.arange(5), torch.arange(7)])[None].to(device)
+        packed = model.base_model(input_ids=torch.cat([a, b], 1).to(device), position_ids=pos,
+                                  use_cache=False).last_hidden_state.float()
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    finally:
+        model.train(was_training)
+    return torch.allclose(packed, torch.cat(alone, 1), atol=1e-3, rtol=1e-3)
 
 
 # --- training state and checkpoints ---------------------------------------------------------
@@ -286,6 +384,7 @@ class _Run:
     history: Path
     compile: bool = False
     compiled_layers: list = field(default_factory=list)  # decoder layers running compiled
+    pack: bool = False  # several examples per row (checked per model, see supports_packing)
 
 
 def _setup(job: DistillJob, accelerator) -> _Run:
@@ -295,6 +394,8 @@ def _setup(job: DistillJob, accelerator) -> _Run:
     cpu = job.cpu if job.cpu is not None else not torch.cuda.is_available()
     acc = accelerator or Accelerator(cpu=cpu)
     cfg, opt = job.cfg, job.cfg.optimizer
+    # checked in fp32, before the teacher turns bf16 and before any layer is compiled
+    pack = use_packing(cfg, job)
     torch.manual_seed(job.seed)  # projections are initialised identically on every rank and run
     hidden = cfg.loss.hidden
     layer_map = None
@@ -339,7 +440,19 @@ def _setup(job: DistillJob, accelerator) -> _Run:
         for model in (job.student, job.teacher):
             compiled += compile_decoder_layers(model) if model is not None else []
     return _Run(job, acc, module, optimizer, sched, cfg.loss.spec(), dtype, layers, job.work_dir / "metrics.jsonl",
-                compile, compiled)
+                compile, compiled, pack)
+
+
+def use_packing(cfg: DistillConfig, job: DistillJob) -> bool:
+    """Resolve ``packing``: auto packs when the student and the teacher both keep packed sequences apart."""
+    if cfg.packing is False or job.cross is not None:  # across tokenizers the teacher's rows follow its own batch
+        return False
+    models = [m for m in (job.student, job.teacher) if m is not None]
+    ok = all(supports_packing(m, job.vocab) for m in models)
+    if cfg.packing is True and not ok:
+        raise SlmkitError("distill: packing: true, but the student or the teacher attends across packed sequences "
+                          "(it does not read sequence boundaries from position_ids); use packing: auto or false")
+    return ok
 
 
 def _is_on_policy(cfg: DistillConfig, seed: int, step: int) -> bool:
@@ -362,7 +475,7 @@ def _micro_batches(run: _Run, step: int) -> tuple[list[Batch], bool]:
         if on_policy:
             exs = job.sampler(acc.unwrap_model(run.module).student, exs, step)
         rows = [job.topk_train(i) for i in ids] if job.topk_train is not None else None
-        batches.append(make_batch(exs, job.pad_id, acc.device, rows))
+        batches.append(make_batch(exs, job.pad_id, acc.device, rows, pack=run.pack, width_cap=cfg.max_length))
         if job.cross is not None:
             batches[-1].cross = job.cross.batch(exs, batches[-1], acc.device)
     return batches, on_policy
@@ -377,8 +490,8 @@ def _forward(run: _Run, b: Batch, stats: dict):
         teacher, t_hidden = teacher_states(job.teacher, b.tensors, b.sel, run.layers, job.vocab)
     with _autocast(run.acc.device, cfg.precision):
         return run.module(
-            b.tensors["input_ids"], b.tensors["attention_mask"], b.sel, b.targets,
-            teacher, t_hidden, run.spec, cfg.loss.chunk_size, run.dtype, stats, run.compile,
+            b.tensors, b.sel, b.targets, teacher, t_hidden, run.spec, cfg.loss.chunk_size, run.dtype, stats,
+            run.compile,
         )
 
 
@@ -445,7 +558,7 @@ def evaluate(run: _Run) -> dict[str, float]:
         if job.teacher is not None and job.cross is None:  # across tokenizers: the student's own CE only
             teacher, _ = teacher_states(job.teacher, b.tensors, b.sel, [], job.vocab)
         with _autocast(acc.device, job.cfg.precision):
-            out = module.student.base_model(input_ids=b.tensors["input_ids"], attention_mask=b.tensors["attention_mask"])
+            out = module.student.base_model(**model_inputs(b.tensors))
         h = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])[b.sel]
         w = module.student.get_output_embeddings().weight[: job.vocab]
         part = L.eval_sums(h, w, teacher, b.targets, chunk_size=job.cfg.loss.chunk_size, compute_dtype=run.dtype)
