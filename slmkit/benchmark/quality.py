@@ -301,13 +301,17 @@ def judge_answers(teacher: LM, ev: EvalSet, answers: list[list[int]]) -> PerExam
     idx = [i for i, e in enumerate(ev.examples) if e.prompt_ids and own[i]]
     if not idx:
         raise MetricSkipped("the teacher answered no eval prompt")
-    logp = {}
+    # the teacher's own answers are scored once per eval set, not again for every judged model
+    own_logp = ev.extras.setdefault("teacher_answer_logp", {})
+    logp = {("teacher", i): v for i, v in own_logp.items()}
     for who, seqs in (("teacher", own), ("model", answers)):
-        todo = [i for i in idx if who == "teacher" or seqs[i] != own[i]]
+        todo = [i for i in idx if i not in own_logp] if who == "teacher" else [i for i in idx if seqs[i] != own[i]]
         for chunk in _batches(todo, ev.batch_size):
             full = [ev.examples[i].prompt_ids + list(seqs[i]) for i in chunk]
             for i, seq, logits in zip(chunk, full, teacher.logits(full)):
                 logp[(who, i)] = mean_logprob(logits, seq, len(ev.examples[i].prompt_ids))
+                if who == "teacher":
+                    own_logp[i] = logp[(who, i)]
     values = [1.0 if answers[i] == own[i] else relative_likelihood(logp[("model", i)], logp[("teacher", i)])
               for i in idx]
     return PerExample.of_values(values, [_ids(ev.examples)[i] for i in idx])

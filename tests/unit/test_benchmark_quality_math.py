@@ -103,6 +103,25 @@ def test_judge_answers_scores_the_teachers_own_answers_as_one():
     assert other.num.tolist() == pytest.approx([1.0, want, 1.0]) and other.ids == ("e0", "e1", "e2")
 
 
+def test_judging_several_models_scores_the_teachers_own_answers_once():
+    class CountingLM(FixedLM):
+        seen: list = []
+
+        def logits(self, seqs):
+            self.seen.extend(map(tuple, seqs))
+            return super().logits(seqs)
+
+    lm = CountingLM()
+    exs = _examples([([1, 2], [0, 0]), ([3, 4], [0, 0])])
+    ev = EvalSet(exs, None, 4, batch_size=2)
+    ev.extras["teacher_answers"] = [[7, 8], [9]]
+    first = judge_answers(lm, ev, [[5], [6]]).num.tolist()
+    second = judge_answers(lm, ev, [[5], [6]]).num.tolist()
+    assert first == second
+    # the teacher's two answers once, each model's two answers every time
+    assert sorted(lm.seen) == sorted([(1, 2, 7, 8), (3, 4, 9)] + [(1, 2, 5), (3, 4, 6)] * 2)
+
+
 def test_agreement_of_a_model_with_itself_is_exact():
     logits = torch.randn(9, 31)
     matches, kl, n = agreement_stats(logits, logits.clone())
