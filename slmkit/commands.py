@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import sys
 from pathlib import Path
 
 from slmkit.artifacts import MANIFEST, dir_size, lineage, read_manifest
@@ -40,21 +42,20 @@ def execute(recipe_path: Path, *, kind: str | None, overrides: list[str], output
 
 
 def _quiet_libraries(level: int) -> None:
-    """Our own progress replaces the libraries' bars and info logs unless -vv asks for them."""
+    """Our own progress replaces the libraries' bars and logs: their warnings show with -v, their
+    info logs with -vv (tqdm bars with -vvv, see cli.main)."""
+    from slmkit.progress import quiet_libraries
+
+    quiet_libraries(level)
     if level >= 3:
         return
-    import warnings
-
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    if level < 2:
+        hf_logging.set_verbosity_error()
+    else:
+        hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
-    import logging
-
-    # onnxruntime's quantizer configures INFO logging for the whole process when imported
-    for name in ("gguf", "onnxruntime", "torchao", "datasets", "neural_compressor"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
 def _summary(recipe, results, reporter: Reporter) -> dict:
@@ -153,15 +154,22 @@ def rerender_report(path: Path) -> Path:
 
 
 def compare_results(a: Path, b: Path, out: Path | None = None) -> str:
-    """The terminal table of A and B, and the same rows as an HTML page (``out``, else ./compare.html)."""
+    """The table of A and B (drawn by rich on a terminal, plain full-width lines in a pipe), and the same
+    rows as an HTML page (``out``, else ./compare.html)."""
     from rich.console import Console
 
     from slmkit.benchmark.compare import compare, write_compare
+    from slmkit.progress import table_text
 
-    console = Console(record=True, width=160, file=io.StringIO())
-    console.print(compare(_results_dir(a), _results_dir(b)))
+    table = compare(_results_dir(a), _results_dir(b))
+    if sys.stdout.isatty():
+        console = Console(record=True, file=io.StringIO(), width=shutil.get_terminal_size().columns)
+        console.print(table)
+        text = console.export_text()
+    else:
+        text = table_text(table) + "\n"
     page = write_compare(_results_dir(a), _results_dir(b), Path(out) if out else Path("compare.html"))
-    return console.export_text() + f"wrote {page}\n"
+    return text + f"wrote {page}\n"
 
 
 def _results_dir(path: Path) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from typing import IO
 
@@ -70,6 +72,34 @@ class Reporter:
             yield _LineTask(self, total, description)
 
 
+def print_table(table, stream: IO | None = None) -> None:
+    """A rich Table: drawn by rich on a terminal; in a pipe or file, the same cells as aligned plain
+    lines at their full width (rich would squeeze them to 80 columns and break cells mid-word)."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        from rich.console import Console
+
+        Console(file=stream, highlight=False).print(table)
+        return
+    print(table_text(table), file=stream, flush=True)
+
+
+def table_text(table) -> str:
+    """A rich Table's title, header, cells and caption as plain text, no cell wrapped or cut."""
+    columns = [str(c.header) for c in table.columns]
+    cells = [[_plain(x) for x in c.cells] for c in table.columns]
+    rows = [list(r) for r in zip(*cells)] if cells else []
+    text = format_table(_plain(table.title, lines=True) if table.title else "", columns, rows)
+    return text + (f"\n{_plain(table.caption, lines=True)}" if table.caption else "")
+
+
+def _plain(renderable, lines: bool = False) -> str:
+    """A cell's text on one line (``lines``: a title or caption keeps its line breaks)."""
+    plain = getattr(renderable, "plain", None)  # rich Text
+    text = str(plain if plain is not None else renderable)
+    return text.strip() if lines else " ".join(text.split())
+
+
 def format_table(title: str, columns: list[str], rows: list[list]) -> str:
     cells = [columns] + [[str(x) for x in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
@@ -79,6 +109,44 @@ def format_table(title: str, columns: list[str], rows: list[list]) -> str:
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+class _LibraryLogs(logging.StreamHandler):
+    """The process's root log handler: third-party records below its level are dropped. Without a
+    stream of its own it writes to the current ``sys.stderr`` (tests swap it)."""
+
+    def __init__(self, stream: IO | None = None):
+        super().__init__(stream)  # StreamHandler stores sys.stderr when given None
+        self._own = stream
+
+    @property
+    def stream(self):
+        return self._own or sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        self._own = value
+
+
+def quiet_libraries(level: int, stream: IO | None = None) -> None:
+    """Keep other libraries' log records and Python warnings out of the user's output unless asked.
+
+    Reporter level 1 (default) and 0: only their errors; -v (2): their warnings too; -vv (3): their
+    info logs. A root handler is installed first, so a library that calls ``logging.basicConfig``
+    when imported (onnxruntime's int4 quantizer does, at INFO) adds no handler of its own, and
+    records such as onnx_ir's "The model is invalid but we will still create a new input" stop here.
+    """
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _LibraryLogs)]:
+        root.removeHandler(h)
+    handler = _LibraryLogs(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.ERROR if level < 2 else logging.WARNING if level == 2 else logging.INFO)
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, handler.level))
+    if level < 2:
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"slmkit(\.|$)")
 
 
 def _status(fields: dict) -> str:
