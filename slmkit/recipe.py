@@ -611,6 +611,8 @@ def _check_data_files(raw: dict, base_dir: Path, problems, lines):
         body = entry.get("benchmark") if isinstance(entry, dict) else None
         if isinstance(body, dict) and "general_text" in body:
             paths.append((("stages", i, "benchmark", "general_text"), body["general_text"]))
+        if isinstance(body, dict) and body.get("lm_eval_include_path"):  # local lm-eval task files
+            paths.append((("stages", i, "benchmark", "lm_eval_include_path"), body["lm_eval_include_path"]))
     for key, path in paths:
         if not isinstance(path, str):
             continue

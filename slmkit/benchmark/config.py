@@ -119,7 +119,9 @@ class BenchmarkConfig(StrictModel):
         default=[], description="lm-evaluation-harness task names, run when `lm_eval` is in `quality`."
     )
     lm_eval_include_path: str | None = Field(
-        default=None, description="Directory of local lm-eval task YAML files (for machines without the hub)."
+        default=None, description="Directory of local lm-eval task YAML files, relative to the recipe (for "
+        "machines without the hub: `dataset_path: json` with `data_files` relative to the YAML; only these tasks "
+        "are indexed). See docs/benchmark.md."
     )
     lm_eval_limit: int | None = Field(
         default=None, ge=1, description="Examples per lm-eval task (None: all)."

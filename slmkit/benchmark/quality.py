@@ -318,37 +318,17 @@ def judge_answers(teacher: LM, ev: EvalSet, answers: list[list[int]]) -> PerExam
 
 
 def lm_eval_metric(ev: EvalSet, lm: LM) -> dict[str, float | None]:
-    """lm-evaluation-harness tasks through its Python API, on the model's PyTorch checkpoint."""
-    import importlib.util
+    """lm-evaluation-harness tasks on the model's PyTorch checkpoint (benchmark/lm_eval_hook.py)."""
+    from slmkit.benchmark.lm_eval_hook import LmEvalUnavailable, run_tasks
 
     cfg = ev.config
-    if importlib.util.find_spec("lm_eval") is None:
-        raise MetricSkipped("lm_eval is not installed (pip install 'slmkit[eval]')")
     if not getattr(lm, "hf_dir", None):
         raise MetricSkipped(f"lm_eval runs PyTorch checkpoints only, not {lm.backend}")
-    if not cfg.lm_eval_tasks:
-        raise MetricSkipped("lm_eval is listed in quality but lm_eval_tasks is empty")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    out = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={lm.hf_dir},dtype=float32",
-        tasks=cfg.lm_eval_tasks,
-        limit=cfg.lm_eval_limit,
-        task_manager=TaskManager(include_path=cfg.lm_eval_include_path),
-    )
-    figures = {}
-    for task, res in out["results"].items():
-        accs = [
-            v for k, v in res.items() if k.split(",")[0] in ("acc", "exact_match") and isinstance(v, float)
-        ]
-        if accs:
-            figures[f"lm_eval:{task}"] = accs[0]
-    if not figures:
-        raise MetricSkipped(f"lm_eval returned no accuracy for tasks {cfg.lm_eval_tasks}")
-    figures["lm_eval_mean"] = sum(figures.values()) / len(figures)
-    return figures
+    try:
+        return run_tasks(lm.hf_dir, cfg.lm_eval_tasks, cfg.lm_eval_include_path, cfg.lm_eval_limit,
+                         device=str(getattr(lm, "device", "cpu")))
+    except LmEvalUnavailable as e:
+        raise MetricSkipped(str(e)) from None
 
 
 @dataclass(frozen=True)

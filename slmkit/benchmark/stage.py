@@ -368,6 +368,11 @@ def run(ctx) -> StageOutput:
     from transformers import AutoTokenizer
 
     cfg = ctx.stage.config
+    if cfg.lm_eval_include_path:  # local lm-eval task files are relative to the recipe, like data files
+        from slmkit.data import resolve_data_path
+
+        include = resolve_data_path(cfg.lm_eval_include_path, ctx.recipe_dir)
+        cfg = cfg.model_copy(update={"lm_eval_include_path": str(include)})
     models = model_entries(ctx.teacher_dir, ctx.extras.get("artifacts", []), cfg.models)
     tokenizer = AutoTokenizer.from_pretrained(ctx.teacher_dir)
     examples = ctx.examples("eval", tokenizer)[: cfg.eval_samples] if cfg.quality else []
@@ -404,9 +409,10 @@ def finish(ctx, results: dict, models: list[dict]) -> StageOutput:
 
 
 def _print_table(results: dict) -> None:
-    from rich.console import Console
+    import sys
 
     from slmkit.benchmark.report import rich_table
+    from slmkit.progress import print_table
 
     # stderr: stdout is reserved for `--json`, which prints results.json there
-    Console(stderr=True).print(rich_table(results))
+    print_table(rich_table(results), sys.stderr)
