@@ -90,6 +90,17 @@ class CrossTokenizer:
 # --- the stage -------------------------------------------------------------------------------
 
 
+def text_only(cfg: DistillConfig) -> bool:
+    """Sequence-level KD alone (the teacher's answers, no logit term): it passes text, so any tokenizers do."""
+    return (cfg.data == "sequence_kd" and cfg.loss.kd_weight == 0 and cfg.loss.hidden is None
+            and cfg.on_policy.fraction == 0)
+
+
+def wanted(cfg: DistillConfig) -> bool:
+    """Whether this stage may run across tokenizers (when they differ)."""
+    return cfg.loss.cross_tokenizer is not None or text_only(cfg)
+
+
 def tokenizers_differ(ctx: StageContext) -> bool:
     """True when the vocabularies differ; a warning when cross_tokenizer is set on the same tokenizer."""
     from slmkit.models import load_tokenizer
@@ -97,7 +108,7 @@ def tokenizers_differ(ctx: StageContext) -> bool:
     if ctx.input_dir is None:
         return False  # stage.run reports the missing student
     same = load_tokenizer(ctx.teacher_dir).get_vocab() == load_tokenizer(ctx.input_dir).get_vocab()
-    if same:
+    if same and ctx.stage.config.loss.cross_tokenizer is not None:
         ctx.reporter.warn(f"distill: loss.cross_tokenizer: {ctx.stage.config.loss.cross_tokenizer} is set but the "
                           "teacher and the student share one tokenizer; training with the same-vocabulary loss "
                           f"({ctx.stage.config.loss.kind}), which compares every token exactly")
@@ -183,29 +194,49 @@ def run(ctx: StageContext) -> StageOutput:
     mode = cfg.loss.cross_tokenizer
     student, teacher, t_tok, s_tok, t_rows, s_n, t_n = _load(ctx)
     rows, spec, where = _rows(ctx, "train")
-    t_hash = artifact_hash(ctx.teacher_dir)
     if cfg.data == "sequence_kd":
-        rows = _teacher_answers(ctx, cfg, teacher, t_tok, rows, spec, t_hash)
-    train_ex = X.keep_aligned(X.paired_examples(rows, spec, t_tok, s_tok, cfg.max_length, where), mode, where,
-                              ctx.reporter.warn)
+        rows = _teacher_answers(ctx, cfg, teacher, t_tok, rows, spec, artifact_hash(ctx.teacher_dir))
+    train_ex = X.paired_examples(rows, spec, t_tok, s_tok, cfg.max_length, where)
     eval_ex = []
     if ctx.recipe.data.eval is not None:  # the student's own cross-entropy on held-out answers
         from slmkit.distill.stage import apply_token_mode
 
         eval_ex = apply_token_mode(ctx.examples("eval", s_tok, cfg.max_length), cfg.loss.tokens, "data.eval")
-    check_memory(cfg, estimate_bytes(cfg, student.config, s_n, t_n, False), ctx.device)
-    pairs = X.shared_vocab_pairs(t_tok, s_tok) if mode == "align" else []
-    if mode == "align" and not pairs:
-        ctx.reporter.warn("distill: the two vocabularies share no token string; align compares with ULD only")
-    shared = SharedVocab.build(pairs, t_rows, student.config.vocab_size) if pairs else None
-    cross = CrossTokenizer(mode, pad_id(t_tok), t_rows, shared)
-    summary = X.alignment_summary(train_ex)
-    ctx.reporter.info(f"distill: {mode} across tokenizers: {summary['aligned_fraction']:.1%} of answer positions "
-                      f"aligned, {summary['one_to_one_fraction']:.1%} one-to-one, {len(pairs):,} shared tokens")
+    check_memory(cfg, estimate_bytes(cfg, student.config, s_n, t_n, mode is None), ctx.device)
+    details = {"data": cfg.data, "student_params": s_n, "teacher_params": t_n,
+               "vocab_rows": student.config.vocab_size}
+    cross = None
+    if mode is None:  # sequence-level KD alone: the student learns the teacher's answers as text
+        from slmkit.distill.stage import apply_token_mode
+
+        train_ex, teacher = apply_token_mode(train_ex, cfg.loss.tokens, where), None
+        details["tokenizers"] = "different: trained on the teacher's answers as text"
+    else:
+        train_ex = X.keep_aligned(train_ex, mode, where, ctx.reporter.warn)
+        cross, info = _cross(ctx, mode, t_tok, s_tok, t_rows, student.config.vocab_size, train_ex)
+        details["cross_tokenizer"] = info
     job = DistillJob(student, teacher, train_ex, eval_ex[: cfg.eval_examples], pad_id(s_tok),
                      student.config.vocab_size, cfg, ctx.work_dir or ctx.out_dir.parent / f".{ctx.out_dir.name}-work",
                      ctx.recipe.seed, reporter=ctx.reporter, cpu=ctx.device.type == "cpu", cross=cross)
     result = train(job)
-    details = {"data": cfg.data, "student_params": s_n, "teacher_params": t_n, "vocab_rows": student.config.vocab_size,
-               "cross_tokenizer": {"mode": mode, "shared_tokens": len(pairs), **summary, **cross.summary()}}
+    if cross is not None:
+        details["cross_tokenizer"].update(cross.summary())
     return _finish(ctx, job, s_tok, result, details)
+
+
+def _cross(ctx, mode: str, t_tok, s_tok, t_rows: int, s_rows: int, train_ex) -> tuple[CrossTokenizer, dict]:
+    cross = cross_tokenizer(mode, t_tok, s_tok, t_rows, s_rows)
+    shared = 0 if cross.shared is None else int(cross.shared.teacher.numel())
+    if mode == "align" and not shared:
+        ctx.reporter.warn("distill: the two vocabularies share no token string; align compares with ULD only")
+    summary = X.alignment_summary(train_ex)
+    ctx.reporter.info(f"distill: {mode} across tokenizers: {summary['aligned_fraction']:.1%} of answer positions "
+                      f"aligned, {summary['one_to_one_fraction']:.1%} one-to-one, {shared:,} shared tokens")
+    return cross, {"mode": mode, "shared_tokens": shared, **summary}
+
+
+def cross_tokenizer(mode: str, t_tok, s_tok, t_rows: int, s_rows: int) -> CrossTokenizer:
+    """What ``DistillJob.cross`` needs for ``mode`` between these two tokenizers (lm_head rows given)."""
+    pairs = X.shared_vocab_pairs(t_tok, s_tok) if mode == "align" else []
+    shared = SharedVocab.build(pairs, t_rows, s_rows) if pairs else None
+    return CrossTokenizer(mode, pad_id(t_tok), t_rows, shared)

@@ -232,11 +232,10 @@ def run(ctx: StageContext) -> StageOutput:
     from slmkit.distill.trainer import DistillJob, train
 
     cfg: DistillConfig = ctx.stage.config
-    if cfg.loss.cross_tokenizer is not None:
-        from slmkit.distill import cross_stage
+    from slmkit.distill import cross_stage
 
-        if cross_stage.tokenizers_differ(ctx):
-            return cross_stage.run(ctx)
+    if cross_stage.wanted(cfg) and cross_stage.tokenizers_differ(ctx):
+        return cross_stage.run(ctx)
     student, teacher, tok, vocab, s_n, t_n = _load(ctx, cfg)
     train_ex = apply_token_mode(ctx.examples("train", tok, cfg.max_length), cfg.loss.tokens, "data.train")
     eval_ex = []
