@@ -256,6 +256,10 @@ def _save_external(model, onnx_dir: Path) -> None:
     import onnx
 
     name = _decoder_file(onnx_dir)
+    # onnx appends tensors to an existing external-data file: without removing it first the file
+    # would hold the builder's weights and the replacements (twice the size on disk); every
+    # tensor is in memory (loaded with load_external_data=True) before this point
+    (onnx_dir / f"{name}.data").unlink(missing_ok=True)
     onnx.save_model(model, str(onnx_dir / name), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{name}.data", size_threshold=1024)
 

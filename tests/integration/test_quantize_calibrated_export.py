@@ -76,6 +76,12 @@ def test_calibrated_onnx_holds_exactly_the_quantizers_codes_and_runs(tmp_path, l
     for n in nodes:
         want = torch.cat([cal.codes[m].dequantize() for m in n["modules"]])
         assert torch.equal(written[n["node"]].dequantize(), want), n["node"]
+    # the replaced weights take the place of the builder's: the external data holds each tensor once
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx"), load_external_data=True)
+    held = sum(len(i.raw_data) for i in graph.graph.initializer)
+    assert (tmp_path / "onnx" / "model.onnx.data").stat().st_size <= held
     # the runtime multiplies by exactly those weights: with fp32 activations (accuracy_level 1) its
     # logits are the fake-quantized PyTorch model's
     from transformers import AutoModelForCausalLM
