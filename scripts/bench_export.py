@@ -4,8 +4,12 @@
 
 Greedy decoding of --tokens tokens at batch 1 after a short prompt (prefill included in the
 time, the same for every runtime), best of --repeats runs after one warm-up. Each export is
-also verified against the source (teacher-forced top-1 agreement). The last line printed is a
-JSON object: torch_fp32_tok_s and, per export, <name>_tok_s, <name>_speedup, <name>_top1.
+also verified against the source (teacher-forced top-1 agreement) in its own runtime (the GGUF
+file in llama.cpp when llama-cpp-python is installed). The last line printed is a JSON object:
+torch_fp32_tok_s and, per export, <name>_tok_s, <name>_speedup, <name>_top1; with llama.cpp also
+llamacpp_q4_0_tok_s and onnx_int4_vs_llamacpp (the int4 ONNX graph's rate over llama.cpp's Q4_0:
+above 1 means onnxruntime-genai is the faster CPU path for this model), and gguf_q4_0_verified_in.
+Every runtime uses the machine's physical cores.
 """
 
 from __future__ import annotations
@@ -86,7 +90,10 @@ def onnx_rate(onnx_dir: Path, prompt_ids: list[int], tokens: int, repeats: int) 
 def llama_cpp_rate(gguf_path: Path, prompt_ids: list[int], tokens: int, repeats: int) -> float:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path), n_ctx=512, verbose=False)
+    from slmkit.runtimes.llama_cpp import default_threads
+
+    n = default_threads(None)  # llama-cpp-python's own default is half the logical cores
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n, n_threads_batch=n, verbose=False)
 
     def run():
         llm.reset()
@@ -145,8 +152,11 @@ def run_bench(work: Path, tokens: int, repeats: int) -> None:
     print(f"{'runtime':<14}{'tok/s':>8}{'speedup':>9}{'top-1':>8}")
     print(f"{'torch_fp32':<14}{result['torch_fp32_tok_s']:>8.1f}{1.0:>9.2f}{1.0:>8.3f}")
     for name, (kind, path, precision) in exports.items():
-        top1 = verifier.check(kind, path, precision)["top1_agreement"]
+        check = verifier.check(kind, path, precision)
+        top1 = check["top1_agreement"]
         result[f"{name}_top1"] = round(top1, 4)
+        if kind == "gguf":
+            result[f"{name}_verified_in"] = check["runtime"]
         if kind == "onnx":
             rate = onnx_rate(path, prompt_ids, tokens, repeats)
         elif importlib.util.find_spec("llama_cpp") is not None:
@@ -158,6 +168,9 @@ def run_bench(work: Path, tokens: int, repeats: int) -> None:
         result[f"{name}_tok_s"] = round(rate, 1)
         result[f"{name}_speedup"] = round(rate / result["torch_fp32_tok_s"], 2)
         print(f"{name:<14}{rate:>8.1f}{result[f'{name}_speedup']:>9.2f}{top1:>8.3f}")
+    llama = result.get("gguf_q4_0_tok_s")
+    result["llamacpp_q4_0_tok_s"] = llama
+    result["onnx_int4_vs_llamacpp"] = round(result["onnx_int4_tok_s"] / llama, 3) if llama else None
     print(json.dumps(result))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,16 @@ from slmkit.runtimes.base import BatchDoesNotFit, Variant
 from slmkit.runtimes.files import check_gguf_file
 
 INSTALL_HINT = "llama-cpp-python is not installed (pip install 'slmkit[llamacpp]')"
+
+
+def default_threads(threads: int | None) -> int:
+    """The physical cores, as onnxruntime uses: llama-cpp-python's own default is half the logical
+    cores, one thread on a 2-core machine, which would halve its speed beside the other runtimes."""
+    if threads:
+        return threads
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def available() -> bool:
@@ -26,7 +37,9 @@ class LlamaCppLM:
         from llama_cpp import Llama
 
         check_gguf_file(gguf_file)
-        self.llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, logits_all=True, n_threads=threads, verbose=False)
+        n = default_threads(threads)
+        self.llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, logits_all=True, n_threads=n, n_threads_batch=n,
+                         verbose=False)
         self.eos = {int(self.llm.token_eos())}
 
     def logits(self, seqs: list[list[int]]):
@@ -70,7 +83,8 @@ class LlamaCppSession:
     def __init__(self, variant: Variant, n_ctx: int, threads: int | None):
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(variant.path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        n = default_threads(threads)
+        self.llm = Llama(model_path=str(variant.path), n_ctx=n_ctx, n_threads=n, n_threads_batch=n, verbose=False)
         self.n_vocab = self.llm.n_vocab()
 
     def sync(self) -> None:
