@@ -54,3 +54,27 @@ def test_verification_fails_loudly_on_drift(tmp_path):
         model.classifier.weight.mul_(50.0)  # large logits: int8 rounding moves probabilities a lot
     with pytest.raises(SlmkitError, match="int8 graph is not trustworthy"):
         export_and_verify(scorer, rows(), tmp_path, int8_tol=1e-9)
+
+
+def test_int8_keeps_the_head_fp32_and_drifts_less_on_a_sharp_scorer(tmp_path):
+    import onnx
+
+    from slmkit.tasks.onnx_export import quantize_int8, score_head_nodes
+
+    model, tok = tiny_bert_classifier(num_labels=1, seed=5)
+    scorer = make_scorer(model, tok, TaskConfig())
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)  # a sharp scorer: logits far from zero
+    fp32 = export_scorer(scorer, trace_rows(rows()), tmp_path / "scorer.onnx")
+    head = score_head_nodes(fp32)
+    assert head and head[0].startswith("/model/classifier")
+    ref = score_rows(scorer, rows())
+    plain = quantize_int8(fp32, tmp_path / "plain.onnx", keep_head=False, per_channel=False)
+    kept = quantize_int8(fp32, tmp_path / "kept.onnx")
+    ops = {n.name: n.op_type for n in onnx.load(str(kept)).graph.node}
+    # the head is still a float op, not MatMulInteger
+    assert [op for name, op in ops.items() if name in head] in (["MatMul"], ["Gemm"])
+    assert "MatMulInteger" in ops.values() or "DynamicQuantizeMatMul" in ops.values()
+    drift = lambda p: float((onnx_logits(p, scorer, rows()) - ref).abs().max())
+    assert drift(kept) < drift(plain)
+    assert kept.stat().st_size < fp32.stat().st_size / 2
