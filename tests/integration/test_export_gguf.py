@@ -173,7 +173,9 @@ def test_sentencepiece_architectures_verify_in_the_gguf_loader(tmp_path, spm_mod
     result = verify_artifact("gguf", out, reference_logits(spm_models[arch], cfg), precision, cfg)
     assert result["passed"], result
     if gguf_type == "F32":
-        assert result["top1_agreement"] == 1.0
+        # transformers' loader reads F32 weights exactly; llama.cpp's F16 KV cache may flip a near-tie
+        # of these random tiny models
+        assert result["top1_agreement"] >= (0.95 if result["runtime"] == "llama-cpp-python" else 1.0), result
 
 
 def test_gemma_files_hold_llama_cpp_s_keys_and_norms(tmp_path, spm_models):

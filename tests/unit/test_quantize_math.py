@@ -94,7 +94,17 @@ def test_compare_logits_matches_plain_loop():
 
 def test_compare_logits_identical_inputs_agree_fully():
     ref = [np.random.default_rng(4).standard_normal((6, 9)).astype(np.float32)]
-    assert compare_logits(ref, [ref[0].copy()]) == {"top1_agreement": 1.0, "max_abs_logit_diff": 0.0, "positions": 6}
+    assert compare_logits(ref, [ref[0].copy()]) == {
+        "top1_agreement": 1.0, "max_abs_logit_diff": 0.0, "flip_margin": 0.0, "positions": 6}
+
+
+def test_flip_margin_is_the_sources_largest_lead_where_the_top_tokens_differ():
+    rng = np.random.default_rng(5)
+    ref = [rng.standard_normal((7, 13)).astype(np.float32) for _ in range(2)]
+    got = [r + rng.normal(0, 0.8, r.shape).astype(np.float32) for r in ref]
+    leads = [float(r[t].max() - r[t, g[t].argmax()]) for r, g in zip(ref, got) for t in range(r.shape[0])]
+    assert max(leads) > 0  # the noise flips some positions
+    assert compare_logits(ref, got)["flip_margin"] == pytest.approx(max(leads), rel=1e-6)
 
 
 def test_judge_thresholds():
@@ -104,4 +114,8 @@ def test_judge_thresholds():
     assert judge({"top1_agreement": 1.0, "max_abs_logit_diff": 5e-4}, "fp32", cfg) == []
     problems = judge({"top1_agreement": 0.99, "max_abs_logit_diff": 2e-3}, "fp32", cfg)
     assert len(problems) == 2
+    # a near-tie flipped within the allowed drift is rounding, a clear lead lost is a failure
+    assert judge({"top1_agreement": 0.99, "max_abs_logit_diff": 8e-4, "flip_margin": 1.5e-3}, "fp32", cfg) == []
+    problems = judge({"top1_agreement": 0.99, "max_abs_logit_diff": 2e-3, "flip_margin": 3e-3}, "fp32", cfg)
+    assert len(problems) == 2 and "0.990" in problems[0] and "0.003" in problems[0]
     assert judge({"top1_agreement": 1.0, "max_abs_logit_diff": 0.2}, "fp16", cfg) == []
