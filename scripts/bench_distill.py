@@ -121,22 +121,22 @@ def batch(vocab: int):
     return [Example(r.tolist(), [1] * SEQ) for r in ids]
 
 
-def naive_side(cfg, state, exs, steps, precision):
-    """Full logits for both models, fp32 KL over the whole vocabulary, no chunking."""
-    teacher, student = build(cfg, state, 1).eval(), build(cfg, state, 2).train()
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    ids = torch.tensor([e.input_ids for e in exs])
-    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def _full_logits_kl(t_logits, s_logits):
+    """KL(teacher || student) over the whole vocabulary in fp32, mean over positions."""
+    t_logp = F.log_softmax(t_logits.float(), -1)
+    s_logp = F.log_softmax(s_logits.float(), -1)
+    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
+
+
+def _timed_steps(steps: int, student, opt, loss_of) -> tuple[float, list[float]]:
+    """(first loss, seconds of each step after the first): ``loss_of()`` then backward, clip, AdamW.
+
+    The first step is run and dropped (compilation, allocator warm-up); every loop times the same tail.
+    """
     losses, times = [], []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.no_grad(), torch.autocast(**amp):
-            t_logits = teacher(input_ids=ids).logits[:, :-1]
-        with torch.autocast(**amp):
-            s_logits = student(input_ids=ids).logits[:, :-1]
-        t_logp = F.log_softmax(t_logits.float(), -1)
-        s_logp = F.log_softmax(s_logits.float(), -1)
-        loss = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
+        loss = loss_of()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
@@ -146,10 +146,25 @@ def naive_side(cfg, state, exs, steps, precision):
     return losses[0], times[1:]
 
 
-def _full_logits_kl(t_logits, s_logits):
-    t_logp = F.log_softmax(t_logits.float(), -1)
-    s_logp = F.log_softmax(s_logits.float(), -1)
-    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean()
+def _autocast(precision: str) -> dict:
+    return dict(device_type="cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def naive_side(cfg, state, exs, steps, precision):
+    """Full logits for both models, fp32 KL over the whole vocabulary, no chunking."""
+    teacher, student = build(cfg, state, 1).eval(), build(cfg, state, 2).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    ids = torch.tensor([e.input_ids for e in exs])
+    amp = _autocast(precision)
+
+    def loss_of():
+        with torch.no_grad(), torch.autocast(**amp):
+            t_logits = teacher(input_ids=ids).logits[:, :-1]
+        with torch.autocast(**amp):
+            s_logits = student(input_ids=ids).logits[:, :-1]
+        return _full_logits_kl(t_logits, s_logits)
+
+    return _timed_steps(steps, student, opt, loss_of)
 
 
 def tuned_side(cfg, state, exs, steps, precision):
@@ -161,25 +176,19 @@ def tuned_side(cfg, state, exs, steps, precision):
         layers = compile_decoder_layers(teacher) + compile_decoder_layers(student)
         opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=True)
         ids = torch.tensor([e.input_ids for e in exs])
-        amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-        losses, times = [], []
+        amp = _autocast(precision)
+
+        def loss_of():
+            with torch.no_grad(), torch.autocast(**amp):
+                t_logits = teacher(input_ids=ids, use_cache=False).logits[:, :-1]
+            with torch.autocast(**amp):
+                s_logits = student(input_ids=ids, use_cache=False).logits[:, :-1]
+            return _full_logits_kl(t_logits, s_logits)
+
         try:
-            for _ in range(steps + 1):
-                t0 = time.perf_counter()
-                with torch.no_grad(), torch.autocast(**amp):
-                    t_logits = teacher(input_ids=ids, use_cache=False).logits[:, :-1]
-                with torch.autocast(**amp):
-                    s_logits = student(input_ids=ids, use_cache=False).logits[:, :-1]
-                loss = _full_logits_kl(t_logits, s_logits)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                times.append(time.perf_counter() - t0)
+            return _timed_steps(steps, student, opt, loss_of)
         finally:
             uncompile(layers)
-    return losses[0], times[1:]
 
 
 def trl_side(cfg, state, exs, steps, precision):
@@ -190,23 +199,17 @@ def trl_side(cfg, state, exs, steps, precision):
     opt = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=True)  # transformers' default optim
     ids = torch.tensor([e.input_ids for e in exs])
     attn, labels = torch.ones_like(ids), ids.clone()
-    amp = dict(device_type="cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    losses, times = [], []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
+    amp = _autocast(precision)
+
+    def loss_of():
         with torch.autocast(**amp):  # as GKDTrainer.compute_loss calls the models
             s_out = student(input_ids=ids, attention_mask=attn)
             with torch.no_grad():
                 t_out = teacher(input_ids=ids, attention_mask=attn)
-            loss = GKDTrainer.generalized_jsd_loss(s_out.logits[:, :-1, :], t_out.logits[:, :-1, :],
+            return GKDTrainer.generalized_jsd_loss(s_out.logits[:, :-1, :], t_out.logits[:, :-1, :],
                                                    labels=labels[:, 1:], beta=0.0)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        times.append(time.perf_counter() - t0)
-    return losses[0], times[1:]
+
+    return _timed_steps(steps, student, opt, loss_of)
 
 
 def trl_missing() -> str | None:
