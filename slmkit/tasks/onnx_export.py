@@ -9,6 +9,8 @@ other exports verify what they wrote.
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,8 +71,10 @@ def export_scorer(scorer, rows: Sequence[ScoringRow], path: Path, opset: int = O
     graph = CausalScorerGraph(scorer) if isinstance(scorer, CausalLMScorer) else ClassifierGraph(scorer, names)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(False), torch.no_grad():
-        # the TorchScript exporter: the dynamo one needs onnxscript, which slmkit does not depend on
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter: the dynamo one needs onnxscript, which slmkit does not depend on;
+        # torch's notice that it is the legacy one is not the user's to act on
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
         torch.onnx.export(
             graph.eval(), tuple(example.values()), str(path), input_names=names, output_names=["logits"],
             dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
@@ -105,17 +109,37 @@ def score_head_nodes(path: Path) -> list[str]:
     return [head, f"{head}_MatMul"] if matmuls[-1].op_type == "Gemm" else [head]
 
 
-def quantize_int8(src: Path, dst: Path, *, keep_head: bool = True, per_channel: bool = True) -> Path:
+_BLOCK = re.compile(r"/(?:layer|layers|h|block|blocks)\.(\d+)/")
+
+
+def block_nodes(path: Path) -> dict[int, list[str]]:
+    """MatMul/Gemm node names of each numbered transformer block (``.../layer.3/...``), by index."""
+    import onnx
+
+    blocks: dict[int, list[str]] = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        if n.op_type in ("MatMul", "Gemm") and (m := _BLOCK.search(n.name)):
+            blocks.setdefault(int(m.group(1)), []).append(n.name)
+    return dict(sorted(blocks.items()))
+
+
+def quantize_int8(src: Path, dst: Path, *, keep_head: bool = True, per_channel: bool = True,
+                  keep_blocks: Sequence[int] = ()) -> Path:
     """onnxruntime dynamic quantization: int8 weights of MatMul/Gemm, activations quantized per batch.
 
     Weights get one scale per output channel, and the score head stays fp32 (``keep_head``):
     with one scale per tensor and an int8 head, a student distilled from a fine-tuned teacher
-    drifted 0.29 in probability from its PyTorch scores.
+    drifted 0.29 in probability from its PyTorch scores. ``keep_blocks`` keeps those
+    transformer blocks' products in fp32 too.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep = score_head_nodes(src) if keep_head else []
+    if keep_blocks:
+        blocks = block_nodes(src)
+        keep += [name for b in keep_blocks for name in blocks.get(b, [])]
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     nodes_to_exclude=score_head_nodes(src) if keep_head else [])
+                     nodes_to_exclude=keep)
     return Path(dst)
 
 
@@ -168,14 +192,26 @@ def export_and_verify(
     """
     reference = score_rows(scorer, rows)
     fp32 = export_scorer(scorer, trace_rows(rows), Path(out_dir) / "scorer.onnx")
-    files = {"fp32": (fp32, fp32_tol)}
+    report = {"fp32": _checked(fp32, "fp32", fp32_tol, reference, scorer, rows)}
     if int8:
-        files["int8"] = (quantize_int8(fp32, Path(out_dir) / "scorer.int8.onnx"), int8_tol)
-    report = {}
-    for name, (path, tol) in files.items():
-        diff = compare(reference, onnx_logits(path, scorer, rows))
-        if not diff["max_abs_score_diff"] <= tol:  # also catches NaN
-            raise SlmkitError(f"{path}: onnxruntime scores differ from PyTorch by {diff['max_abs_score_diff']:.3g} "
-                              f"(> {tol}); the exported {name} graph is not trustworthy")
-        report[name] = {"path": str(path), "bytes": path.stat().st_size, **diff}
+        path, kept = quantize_int8(fp32, Path(out_dir) / "scorer.int8.onnx"), []
+        try:
+            checked = _checked(path, "int8", int8_tol, reference, scorer, rows)
+        except SlmkitError:
+            if not (blocks := block_nodes(fp32)):
+                raise
+            # the first block reads the embeddings, whose outliers per-batch activation scales
+            # round worst: keeping its products in fp32 (1/L of the weights) cut the largest
+            # drift of the quickstart's MiniLM student from 0.17 to 0.06 over 320 rows
+            kept = [min(blocks)]
+            checked = _checked(quantize_int8(fp32, path, keep_blocks=kept), "int8", int8_tol, reference, scorer, rows)
+        report["int8"] = {**checked, "fp32_blocks": kept}
     return report
+
+
+def _checked(path: Path, name: str, tol: float, reference: torch.Tensor, scorer, rows) -> dict:
+    diff = compare(reference, onnx_logits(path, scorer, rows))
+    if not diff["max_abs_score_diff"] <= tol:  # also catches NaN
+        raise SlmkitError(f"{path}: onnxruntime scores differ from PyTorch by {diff['max_abs_score_diff']:.3g} "
+                          f"(> {tol}); the exported {name} graph is not trustworthy")
+    return {"path": str(path), "bytes": path.stat().st_size, **diff}

@@ -185,9 +185,14 @@ def export(ctx: StageContext) -> StageOutput:
         for precision, check in checks.items():
             check["path"] = f"onnx/{Path(check['path']).name}"  # the temporary dir is renamed on commit
             metrics[f"onnx_{precision}_max_abs_score_diff"] = check.get("max_abs_score_diff")
+        if kept := checks.get("int8", {}).get("fp32_blocks"):
+            ctx.reporter.info(f"export: the all-int8 graph drifted past the bound; block {kept[0]} stays fp32, "
+                              f"the rest int8 (largest drift {checks['int8']['max_abs_score_diff']:.3f})")
     metrics.update({f"{fmt}_size_bytes": d["size_bytes"] for fmt, d in written.items()})
     note = (f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
             "return label logits.")
+    if kept := written.get("onnx", {}).get("verification", {}).get("int8", {}).get("fp32_blocks"):
+        note += f" The int8 graph keeps transformer block {kept[0]} in fp32."
     return StageOutput(metrics=metrics, details={"formats": written, "task": task.kind},
                        model_card_notes=[note] if "onnx" in written else [])
 

@@ -78,3 +78,32 @@ def test_int8_keeps_the_head_fp32_and_drifts_less_on_a_sharp_scorer(tmp_path):
     drift = lambda p: float((onnx_logits(p, scorer, rows()) - ref).abs().max())
     assert drift(kept) < drift(plain)
     assert kept.stat().st_size < fp32.stat().st_size / 2
+
+
+def test_int8_falls_back_to_an_fp32_first_block_when_the_all_int8_graph_drifts(tmp_path):
+    import onnx
+
+    from slmkit.tasks.onnx_export import block_nodes, compare, quantize_int8
+
+    model, tok = tiny_bert_classifier(num_labels=1, seed=5)
+    scorer = make_scorer(model, tok, TaskConfig())
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    fp32 = export_scorer(scorer, trace_rows(rows()), tmp_path / "scorer.onnx")
+    blocks = block_nodes(fp32)
+    assert sorted(blocks) == list(range(model.config.num_hidden_layers))
+    assert all("/layer.0/" in name for name in blocks[0])
+    ref = score_rows(scorer, rows())
+    drift = lambda p: compare(ref, onnx_logits(p, scorer, rows()))["max_abs_score_diff"]
+    plain = quantize_int8(fp32, tmp_path / "plain.onnx")
+    first_fp32 = quantize_int8(fp32, tmp_path / "first.onnx", keep_blocks=[0])
+    ops = {n.name: n.op_type for n in onnx.load(str(first_fp32)).graph.node}
+    assert {ops[name] for name in blocks[0]} <= {"MatMul", "Gemm"}  # still float products
+    assert drift(first_fp32) < drift(plain)
+    # a bound the all-int8 graph misses and the fallback meets: the export keeps block 0 in fp32
+    tol = (drift(first_fp32) + drift(plain)) / 2
+    report = export_and_verify(scorer, rows(), tmp_path / "out", int8_tol=tol)
+    assert report["int8"]["fp32_blocks"] == [0]
+    assert report["int8"]["max_abs_score_diff"] <= tol
+    # within the bound already: every block int8
+    assert export_and_verify(scorer, rows(), tmp_path / "out2")["int8"]["fp32_blocks"] == []
