@@ -112,14 +112,14 @@ def groups(pool: list[Function], n_groups: int, n_candidates: int, prefix: str, 
     return rows
 
 
-def build(seed: int, train_groups: int, eval_groups: int, train_cands: int, eval_cands: int):
+def build(seed: int, train_groups: int | None, eval_groups: int | None, train_cands: int, eval_cands: int):
     funcs = sorted(collect(), key=lambda f: f.signature)
     rng = random.Random(seed)
     rng.shuffle(funcs)
-    n_eval = max(eval_groups, len(funcs) // 5)  # eval functions are never seen in training
+    n_eval = max(eval_groups or 0, len(funcs) // 5)  # eval functions are never seen in training
     eval_pool, train_pool = funcs[:n_eval], funcs[n_eval:]
-    return (groups(train_pool, train_groups, train_cands, "train", rng),
-            groups(eval_pool, eval_groups, eval_cands, "eval", rng), len(funcs))
+    return (groups(train_pool, train_groups or len(train_pool), train_cands, "train", rng),
+            groups(eval_pool, eval_groups or len(eval_pool), eval_cands, "eval", rng), len(funcs))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for ranking_{train,eval}.jsonl")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-groups", type=int, default=160)
-    p.add_argument("--eval-groups", type=int, default=50)
+    p.add_argument("--train-groups", type=int, default=None, help="default: one per training function")
+    p.add_argument("--eval-groups", type=int, default=None, help="default: one per eval function")
     p.add_argument("--train-candidates", type=int, default=8)
     p.add_argument("--eval-candidates", type=int, default=10)
     a = p.parse_args(argv)
