@@ -72,10 +72,11 @@ def judge(metrics: dict, precision: str, cfg: VerifyConfig) -> list[str]:
     # a full-precision runtime may still round a near-tie the other way (llama.cpp keeps its KV
     # cache in f16): a flip counts only where the source's winner led by more than the two
     # logits' allowed drift
-    if top1 < cfg.min_top1_full_precision and metrics.get("flip_margin", float("inf")) > 2 * limit:
+    margin = metrics.get("flip_margin", float("inf"))
+    if top1 < cfg.min_top1_full_precision and margin > 2 * limit:
         problems.append(
             f"top-1 agreement {top1:.3f} < required {cfg.min_top1_full_precision:.3f} "
-            f"(the source's top token led by up to {metrics.get('flip_margin', float('nan')):.4g})"
+            f"(the source's top token led by up to {margin:.4g})"
         )
     if diff > limit:
         problems.append(f"max |logit diff| {diff:.4g} > allowed {limit:.4g} for {precision}")

@@ -171,7 +171,7 @@ def export(ctx: StageContext) -> StageOutput:
 
     if ctx.input_dir is None:
         raise InputError(f"stage {ctx.stage.name}: export needs an input model artifact")
-    cfg, task, written, metrics = ctx.stage.config, ctx.recipe.predictive, {}, {}
+    cfg, task, written, metrics, kept = ctx.stage.config, ctx.recipe.predictive, {}, {}, []
     if "hf" in cfg.formats:
         (ctx.out_dir / "hf").mkdir(parents=True)
         for f in model_files(ctx.input_dir):
@@ -191,7 +191,7 @@ def export(ctx: StageContext) -> StageOutput:
     metrics.update({f"{fmt}_size_bytes": d["size_bytes"] for fmt, d in written.items()})
     note = (f"{task.kind} scorer: `onnx/scorer.onnx` (fp32) and `onnx/scorer.int8.onnx` take token ids and "
             "return label logits.")
-    if kept := written.get("onnx", {}).get("verification", {}).get("int8", {}).get("fp32_blocks"):
+    if kept:
         note += f" The int8 graph keeps transformer block {kept[0]} in fp32."
     return StageOutput(metrics=metrics, details={"formats": written, "task": task.kind},
                        model_card_notes=[note] if "onnx" in written else [])

@@ -96,7 +96,7 @@ def test_int8_falls_back_to_an_fp32_first_block_when_the_all_int8_graph_drifts(t
     ref = score_rows(scorer, rows())
     drift = lambda p: compare(ref, onnx_logits(p, scorer, rows()))["max_abs_score_diff"]
     plain = quantize_int8(fp32, tmp_path / "plain.onnx")
-    first_fp32 = quantize_int8(fp32, tmp_path / "first.onnx", keep_blocks=[0])
+    first_fp32 = quantize_int8(fp32, tmp_path / "first.onnx", keep_nodes=blocks[0])
     ops = {n.name: n.op_type for n in onnx.load(str(first_fp32)).graph.node}
     assert {ops[name] for name in blocks[0]} <= {"MatMul", "Gemm"}  # still float products
     assert drift(first_fp32) < drift(plain)
