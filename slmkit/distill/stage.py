@@ -148,6 +148,7 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
     """
     from slmkit.artifacts import Store
     from slmkit.distill.teacher_cache import TopKCache, build_cache, data_fingerprint, tokenizer_fingerprint
+    from slmkit.distill.trainer import use_layer_compile
 
     c, dtype = cfg.teacher_cache, torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     shared = Store(ctx.run_dir.parent / "_shared")
@@ -162,7 +163,8 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
                               f"{split} examples (T={temperature:g})")
             return build_cache(tmp, teacher, exs, pad_id=tok.pad_token_id, vocab=vocab, k=c.top_k,
                                temperature=temperature, batch_size=c.batch_size,
-                               shard_examples=c.shard_examples, device=ctx.device, dtype=dtype, format=c.format)
+                               shard_examples=c.shard_examples, device=ctx.device, dtype=dtype, format=c.format,
+                               compile_layers=use_layer_compile(cfg, vocab, ctx.device, 1))
 
         key = {"teacher": t_hash, "tokenizer": tokenizer_fingerprint(tok), "data": data_fingerprint(exs),
                "vocab": vocab, "top_k": c.top_k, "temperature": temperature, "format": c.format,

@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from slmkit.data import Example
 from slmkit.distill.losses import log1mexp
-from slmkit.distill.trainer import make_batch, teacher_states
+from slmkit.distill.trainer import compile_decoder_layers, make_batch, supports_packing, teacher_states
 
 FORMATS = ("int8", "fp16", "fp32")
 _SCALE_LO, _SCALE_STEPS = -12.0, 16.0  # per-row int8 scale = 2 ** (e / 16 - 12), e in 0..255
@@ -186,18 +185,25 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 @torch.no_grad()
 def topk_rows(teacher, examples: list[Example], *, pad_id: int, vocab: int, k: int, temperature: float,
-              device, dtype: torch.dtype, chunk: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per example: (idx [n_i, k], logp [n_i, k]) of the teacher at ``temperature``, by rank."""
-    b = make_batch(examples, pad_id, device)
+              device, dtype: torch.dtype, chunk: int = 256, pack: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per example: (idx [n_i, k], logp [n_i, k]) of the teacher at ``temperature``, by rank.
+
+    ``pack``: several examples per row (the teacher must keep them apart, ``supports_packing``);
+    the selected positions stay in example order either way, so the rows split the same.
+    """
+    b = make_batch(examples, pad_id, device, pack=pack)
     t, _ = teacher_states(teacher, b.tensors, b.sel, [], vocab)
     idx, logp = [], []
+    w = t.weight.to(dtype)
     for start in range(0, t.hidden.shape[0], chunk):
-        z = t.hidden[start : start + chunk].to(dtype) @ t.weight.to(dtype).T
+        z = t.hidden[start : start + chunk].to(dtype) @ w.T
         if t.bias is not None:
             z = z + t.bias.to(dtype)
-        lp, ix = F.log_softmax(z.float() / temperature, -1).topk(k, -1)
+        z = z.float() / temperature
+        # top-k of the logits, normalized by one logsumexp: no full-vocabulary log-softmax written
+        top, ix = z.topk(k, -1)
         idx.append(ix.to(torch.int32).cpu())
-        logp.append(lp.cpu())
+        logp.append((top - torch.logsumexp(z, -1, keepdim=True)).cpu())
     idx_all, logp_all = torch.cat(idx), torch.cat(logp)
     counts = [int(sum(e.loss_mask[1:])) for e in examples]
     return list(zip(idx_all.split(counts), logp_all.split(counts)))
@@ -205,14 +211,19 @@ def topk_rows(teacher, examples: list[Example], *, pad_id: int, vocab: int, k: i
 
 def build_cache(out_dir: Path, teacher, examples: list[Example], *, pad_id: int, vocab: int, k: int,
                 temperature: float, batch_size: int, shard_examples: int, device, dtype,
-                format: str = "int8") -> dict:
+                format: str = "int8", compile_layers: bool = False) -> dict:
     """Write the shards and cache.json, one shard in memory at a time; returns the manifest metrics.
 
-    The teacher runs with ``dtype`` weights (converted in place), as the live loop holds a frozen teacher.
+    The teacher runs as the live loop runs it: ``dtype`` weights (converted in place), examples
+    packed into rows when it keeps them apart, and with ``compile_layers`` its decoder layers
+    compiled, so building costs about one teacher pass of a training epoch.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown teacher cache format {format!r}; expected one of {FORMATS}")
+    pack = supports_packing(teacher.to(device), vocab)  # checked before bf16, as the trainer does
     teacher.to(device=device, dtype=dtype).eval()
+    if compile_layers:
+        compile_decoder_layers(teacher)
     k = min(k, vocab)
     layout = RowLayout(vocab, k, format)
     t0, tokens, size = time.perf_counter(), 0, 0
@@ -221,7 +232,7 @@ def build_cache(out_dir: Path, teacher, examples: list[Example], *, pad_id: int,
         rows = []
         for b in range(0, len(part), batch_size):
             rows += topk_rows(teacher, part[b : b + batch_size], pad_id=pad_id, vocab=vocab, k=k,
-                              temperature=temperature, device=device, dtype=dtype)
+                              temperature=temperature, device=device, dtype=dtype, pack=pack)
         offsets = torch.tensor([0] + [r[0].shape[0] for r in rows]).cumsum(0)
         data = encode_rows(torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]), layout)
         tokens += int(offsets[-1])
@@ -231,7 +242,7 @@ def build_cache(out_dir: Path, teacher, examples: list[Example], *, pad_id: int,
     seconds = time.perf_counter() - t0
     meta = {"format": format, "top_k": k, "vocab": vocab, "row_bytes": layout.row_bytes,
             "temperature": temperature, "examples": len(examples), "tokens": tokens,
-            "shard_examples": shard_examples, "teacher_seconds": seconds,
+            "shard_examples": shard_examples, "teacher_seconds": seconds, "packed": pack,
             "bytes_per_token": round(size / max(1, tokens), 2)}
     (out_dir / "cache.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -46,6 +46,19 @@ def test_streamed_rows_equal_the_teachers_top_k(tmp_path):
     assert small.bytes_per_token < exact.bytes_per_token / 3
 
 
+def test_packed_build_rows_equal_one_example_per_row_and_a_plain_log_softmax():
+    teacher, exs = tiny_llama(3, seed=2).eval(), examples(9)
+    assert make_batch(exs, 0, "cpu", pack=True).tensors["input_ids"].shape[0] < len(exs)  # several per row
+    packed = topk_rows(teacher, exs, pad_id=0, vocab=VOCAB, k=8, temperature=2.0, device="cpu", dtype=torch.float32,
+                       pack=True)
+    for e, (idx, logp) in zip(exs, packed):
+        with torch.no_grad():  # the plain reference: this example alone, full log-softmax, top-k
+            z = teacher(input_ids=torch.tensor([e.input_ids])).logits[0, :-1].float()
+        counted = torch.tensor(e.loss_mask[1:]).bool()
+        want_logp, want_idx = torch.log_softmax(z[counted] / 2.0, -1).topk(8, -1)
+        assert torch.equal(idx.long(), want_idx) and torch.allclose(logp, want_logp, atol=1e-5)
+
+
 def _eval_kl(student, teacher, exs) -> float:
     """Full-vocabulary KL(teacher || student) per counted token on ``exs``: the same yardstick for both."""
     b = make_batch(exs, 0, "cpu")
