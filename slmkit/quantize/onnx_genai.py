@@ -27,8 +27,14 @@ _SIZE_FACTOR = {"int4": 0.2, "int8": 0.35, "fp16": 0.55, "fp32": 1.1}
 _NOISY_LOGGERS = ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer")
 
 
-def builder_options(opts: OnnxOptions) -> list[str]:
-    """The builder's KEY=VALUE extra options for these settings."""
+def builder_options(opts: OnnxOptions, tied_embeddings: bool = False) -> list[str]:
+    """The builder's KEY=VALUE extra options for these settings.
+
+    ``tied_embeddings``: the model shares its token embedding with the lm_head. The builder then
+    gathers the embedding from the lm_head's int4 blocks, which breaks when ``last_matmul:int8``
+    makes the lm_head 8-bit (the graph names an initializer that was never written and does not
+    load); the two are then kept apart, the embedding still in int4 blocks.
+    """
     if opts.precision not in _BITS:
         raise InputError(f"onnx.precision {opts.precision!r} is unknown; expected one of {', '.join(_BITS)}")
     if opts.precision not in ("int4", "int8"):
@@ -40,6 +46,8 @@ def builder_options(opts: OnnxOptions) -> list[str]:
         extra.append(f"matmul_mixed_precision={','.join(opts.mixed_precision)}")
     if opts.accuracy_level:
         extra.append(f"accuracy_level={opts.accuracy_level}")
+    if tied_embeddings and opts.precision == "int4" and "last_matmul:int8" in opts.mixed_precision:
+        extra += ["shared_embeddings=false", "op_types_to_quantize=MatMul/Gather"]
     return extra
 
 
@@ -89,6 +97,12 @@ def check_architecture(model_dir: Path) -> dict:
     return config
 
 
+def _skipped_gather(record: logging.LogRecord) -> bool:
+    """False for the quantizer's "Gather only supports 4 bits" ERROR: its 8-bit pass (an int8 lm_head)
+    skips the embedding that the int4 pass quantizes, which is not an error of the export."""
+    return "Gather only supports 4 bits" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _quiet_builder():
     """Capture the builder's prints and progress bars; restore logger levels afterwards."""
@@ -98,11 +112,13 @@ def _quiet_builder():
     try:
         for lg in loggers:
             lg.setLevel(logging.WARNING)
+            lg.addFilter(_skipped_gather)
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             yield buf
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+            lg.removeFilter(_skipped_gather)
 
 
 def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Path, calibration=None) -> dict:
@@ -115,8 +131,8 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
     from onnxruntime_genai.models import builder
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    check_architecture(model_dir)
-    extra = builder_options(opts)
+    config = check_architecture(model_dir)
+    extra = builder_options(opts, tied_embeddings=bool(config.get("tie_word_embeddings")))
     ensure_free_space(out_dir.parent, int(weights_size(model_dir) * _SIZE_FACTOR[opts.precision]), "onnx export")
     with disk_errors(out_dir, "onnx export"), _quiet_builder() as log:
         try:

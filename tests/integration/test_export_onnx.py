@@ -1,6 +1,7 @@
 """ONNX GenAI export: int4 / int8 / fp32 graphs built, run in onnxruntime-genai and verified."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,22 @@ def test_model_card_snippet_runs_without_slmkit(tmp_path, llama):
     proc = subprocess.run([sys.executable, "-c", guard + code], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("user\nHello!\nassistant")  # the chat template applied, then decoded
+
+
+def test_int8_lm_head_on_tied_embeddings_loads_and_keeps_the_embedding_in_int4(tmp_path, llama, caplog):
+    """The builder gathers a tied embedding from the lm_head's blocks; an 8-bit lm_head broke that graph."""
+    import onnx
+
+    model_dir, ref = llama
+    assert json.loads((model_dir / "config.json").read_text())["tie_word_embeddings"]
+    out = tmp_path / "onnx"
+    build_onnx(model_dir, out, OnnxOptions(precision="int4", mixed_precision=["last_matmul:int8"]), tmp_path / "cache")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no ERROR line for a skipped Gather
+    nodes = {n.name: n for n in onnx.load(out / "model.onnx", load_external_data=False).graph.node}
+    bits = {name: next((a.i for a in n.attribute if a.name == "bits"), 4)  # the operators' default
+            for name, n in nodes.items() if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
+    assert [b for name, b in bits.items() if name.startswith("/lm_head/")] == [8]
+    assert [b for name, b in bits.items() if name.startswith("/model/embed_tokens/")] == [4]
+    assert all(b == 4 for name, b in bits.items() if "/layers." in name)
+    result = verify_artifact("onnx", out, ref, "quantized", CFG)
+    assert result["passed"] and result["top1_agreement"] >= 0.9
