@@ -9,6 +9,9 @@ file in llama.cpp when llama-cpp-python is installed). The last line printed is 
 torch_fp32_tok_s and, per export, <name>_tok_s, <name>_speedup, <name>_top1; with llama.cpp also
 llamacpp_q4_0_tok_s and onnx_int4_vs_llamacpp (the int4 ONNX graph's rate over llama.cpp's Q4_0:
 above 1 means onnxruntime-genai is the faster CPU path for this model), and gguf_q4_0_verified_in.
+Besides the default int4 graph (block 32, int4 lm_head) two int4 layouts are measured against
+llama.cpp's Q4_0 (block 32, its tied embedding and output in Q8_0): ``onnx_int4_b64`` (block 64)
+and ``onnx_int4_lm8`` (block 32, int8 lm_head), each with its own ``_vs_llamacpp``.
 Every runtime uses the machine's physical cores.
 """
 
@@ -111,13 +114,18 @@ def build_exports(model_dir: Path, work: Path, log) -> dict[str, tuple[str, Path
     from slmkit.quantize.onnx_genai import build_onnx
 
     exports = {}
-    for precision in ("int4", "int8"):
-        out = work / f"onnx-{precision}"
+    variants = {  # the defaults, then the int4 layouts profiled against llama.cpp's Q4_0
+        "int4": OnnxOptions(precision="int4"), "int8": OnnxOptions(precision="int8"),
+        "int4_b64": OnnxOptions(precision="int4", block_size=64),
+        "int4_lm8": OnnxOptions(precision="int4", mixed_precision=["last_matmul:int8"]),
+    }
+    for name, opts in variants.items():
+        out = work / f"onnx-{name.replace('_', '-')}"
         if not (out / "genai_config.json").exists():
             start = time.perf_counter()
-            build_onnx(model_dir, out, OnnxOptions(precision=precision), work / "cache")
-            log(f"built onnx {precision} in {time.perf_counter() - start:.1f}s")
-        exports[f"onnx_{precision}"] = ("onnx", out, precision)
+            build_onnx(model_dir, out, opts, work / "cache")
+            log(f"built onnx {name} in {time.perf_counter() - start:.1f}s")
+        exports[f"onnx_{name}"] = ("onnx", out, opts.precision)
     gguf = work / "model-Q4_0.gguf"
     if not gguf.exists():
         start = time.perf_counter()
@@ -149,8 +157,8 @@ def run_bench(work: Path, tokens: int, repeats: int) -> None:
     exports = build_exports(model_dir, work, print)
     verifier = Verifier(model_dir, VerifyConfig(mode="warn"))
     result = {"torch_fp32_tok_s": round(torch_rate(model_dir, prompt_ids, tokens, repeats), 1)}
-    print(f"{'runtime':<14}{'tok/s':>8}{'speedup':>9}{'top-1':>8}")
-    print(f"{'torch_fp32':<14}{result['torch_fp32_tok_s']:>8.1f}{1.0:>9.2f}{1.0:>8.3f}")
+    print(f"{'runtime':<15}{'tok/s':>8}{'speedup':>9}{'top-1':>8}")
+    print(f"{'torch_fp32':<15}{result['torch_fp32_tok_s']:>8.1f}{1.0:>9.2f}{1.0:>8.3f}")
     for name, (kind, path, precision) in exports.items():
         check = verifier.check(kind, path, precision)
         top1 = check["top1_agreement"]
@@ -162,15 +170,16 @@ def run_bench(work: Path, tokens: int, repeats: int) -> None:
         elif importlib.util.find_spec("llama_cpp") is not None:
             rate = llama_cpp_rate(path, prompt_ids, tokens, repeats)
         else:
-            print(f"{name:<14}{'skipped':>8}  (llama-cpp-python not installed; verified via transformers' GGUF loader)")
+            print(f"{name:<15}{'skipped':>8}  (llama-cpp-python not installed; verified via transformers' GGUF loader)")
             result[f"{name}_tok_s"] = None
             continue
         result[f"{name}_tok_s"] = round(rate, 1)
         result[f"{name}_speedup"] = round(rate / result["torch_fp32_tok_s"], 2)
-        print(f"{name:<14}{rate:>8.1f}{result[f'{name}_speedup']:>9.2f}{top1:>8.3f}")
+        print(f"{name:<15}{rate:>8.1f}{result[f'{name}_speedup']:>9.2f}{top1:>8.3f}")
     llama = result.get("gguf_q4_0_tok_s")
     result["llamacpp_q4_0_tok_s"] = llama
-    result["onnx_int4_vs_llamacpp"] = round(result["onnx_int4_tok_s"] / llama, 3) if llama else None
+    for name in ("int4", "int4_b64", "int4_lm8"):
+        result[f"onnx_{name}_vs_llamacpp"] = round(result[f"onnx_{name}_tok_s"] / llama, 3) if llama else None
     print(json.dumps(result))
 
 

@@ -2,8 +2,9 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_quant_quality.py [--samples 128 --seq-len 512]
 
-For ONNX int4 block 32 (onnxruntime-genai) with rtn, gptq and quantease, and GGUF Q4_0 with rtn
-and quantease, each against the fp32 weights of SmolLM2-135M-Instruct:
+For ONNX int4 block 32 (onnxruntime-genai) with rtn, gptq and quantease (``--onnx``; rtn_lm8 and
+quantease_lm8 keep the output head and the tied embedding in int8), and GGUF Q4_0 with rtn and
+quantease (``--gguf``), each against the fp32 weights of SmolLM2-135M-Instruct:
 
 - top1: the export verification's teacher-forced top-1 agreement (its fixed prompts + 16 greedy
   tokens), and top1_heldout: the same on the teacher's greedy answers to the 106 held-out prompts;
@@ -89,12 +90,15 @@ def calibrator(cal_streams, work: Path, peaks: list):
     return Measured(lambda: cal_streams, work, log)
 
 
-def run_onnx(method: str, model: Path, out: Path, cal, args, verifier) -> dict:
+def run_onnx(name: str, model: Path, out: Path, cal, args, verifier) -> dict:
+    """``name``: a calibration method, with ``_lm8`` the output head (and a tied embedding) in int8."""
     from slmkit.quantize.config import OnnxOptions
     from slmkit.quantize.onnx_genai import build_onnx
 
+    method = name.removesuffix("_lm8")
     cfg = {"method": method, "samples": args.samples, "seq_len": args.seq_len, "passes": args.passes}
-    opts = OnnxOptions(precision="int4", block_size=32, calibration=cfg)
+    mixed = ["last_matmul:int8"] if name.endswith("_lm8") else []
+    opts = OnnxOptions(precision="int4", block_size=32, calibration=cfg, mixed_precision=mixed)
     t0 = time.perf_counter()
     details = build_onnx(model, out, opts, out.parent / "builder-cache", cal)
     seconds = time.perf_counter() - t0
@@ -121,6 +125,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=128, help="calibration blocks")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per calibration block")
     parser.add_argument("--passes", type=int, default=3, help="QuantEase passes")
+    parser.add_argument("--onnx", default="rtn,rtn_lm8,gptq,quantease,quantease_lm8",
+                        help="ONNX int4 rows: calibration methods, _lm8 with the output head in int8")
+    parser.add_argument("--gguf", default="rtn,quantease", help="GGUF Q4_0 rows: calibration methods")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "slmkit-bench-quant")
     parser.add_argument("--memory-only", action="store_true",
                         help="only calibrate (gptq, ONNX int4 grids) and report the RSS it adds: run it with two "
@@ -156,7 +163,7 @@ def main() -> None:
     peaks: list[float] = []
     with tempfile.TemporaryDirectory(prefix="slmkit-bench-quant-") as tmp:
         tmp = Path(tmp)
-        for method in ("rtn", "gptq", "quantease"):
+        for method in filter(None, args.onnx.split(",")):
             log(f"onnx int4 block 32, {method}")
             d = tmp / f"onnx-{method}"
             r = run_onnx(method, model, d, calibrator(cal_streams, tmp / f"work-onnx-{method}", peaks), args, verifier)
@@ -164,7 +171,7 @@ def main() -> None:
             r["tok_s"] = decode_tok_s(d, speed_prompt)
             out.update({f"{method}_{k}": v for k, v in r.items()})
             log(f"  {json.dumps(r)}")
-        for method in ("rtn", "quantease"):
+        for method in filter(None, args.gguf.split(",")):
             log(f"gguf Q4_0, {method}")
             f = tmp / f"gguf-{method}" / "model-Q4_0.gguf"
             f.parent.mkdir()
@@ -200,10 +207,10 @@ def memory_only(args) -> dict:
 def summary(out: dict, args, peaks: list[float]) -> dict:
     def increase(prefix: str) -> float | None:
         rtn, q = out.get(f"{prefix}rtn_ppl"), out.get(f"{prefix}quantease_ppl")
-        return None if rtn in (None, out["fp32_ppl"]) else (q - out["fp32_ppl"]) / (rtn - out["fp32_ppl"])
+        return None if rtn in (None, out["fp32_ppl"]) or q is None else (q - out["fp32_ppl"]) / (rtn - out["fp32_ppl"])
 
     return {"quantease_ppl_increase_ratio": increase(""), "gguf_quantease_ppl_increase_ratio": increase("gguf_"),
-            "quantease_speed_ratio": out["quantease_tok_s"] / out["rtn_tok_s"],
+            "quantease_speed_ratio": out["quantease_tok_s"] / out["rtn_tok_s"] if "quantease_tok_s" in out else None,
             "calibration_samples": args.samples, "calibration_seq_len": args.seq_len,
             "calibration_rss_growth_mb": round(max(peaks), 1) if peaks else None}
 

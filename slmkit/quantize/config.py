@@ -68,9 +68,10 @@ class OnnxOptions(StrictModel):
     )
     mixed_precision: list[Literal["last_matmul:int8", "mixed_layers:int8", "last_matmul:int4", "mixed_layers:int4"]] = (
         Field(default_factory=list, description="MatMul groups kept at another width than the int4 body (the "
-              "builder's matmul_mixed_precision): `last_matmul:int8` keeps the output head (and a tied embedding) "
-              "in int8; `mixed_layers:int8` also the most sensitive layers (first/last eighth, every third "
-              "qkv/v/down projection)."))
+              "builder's matmul_mixed_precision): `last_matmul:int8` keeps the output head (and a tied embedding, "
+              "gathered from the head's own int8 blocks, as llama.cpp keeps a Q4_0 model's token_embd in Q8_0) "
+              "in int8: on SmolLM2-135M top-1 agreement 0.59 -> 0.68 for a 16% larger file; `mixed_layers:int8` "
+              "also the most sensitive layers (first/last eighth, every third qkv/v/down projection)."))
     calibration: Calibration = Field(
         default_factory=CalibrationConfig, description="How int4 / int8 weights are rounded: `rtn` (default: the "
         "builder's own rounding), `gptq` or `quantease` on calibration data; the graph is the builder's with the "

@@ -33,7 +33,8 @@ def builder_options(opts: OnnxOptions, tied_embeddings: bool = False) -> list[st
     ``tied_embeddings``: the model shares its token embedding with the lm_head. The builder then
     gathers the embedding from the lm_head's int4 blocks, which breaks when ``last_matmul:int8``
     makes the lm_head 8-bit (the graph names an initializer that was never written and does not
-    load); the two are then kept apart, the embedding still in int4 blocks.
+    load); the builder is told to keep them apart, and ``tie_embedding_to_int8_head`` ties them
+    again afterwards.
     """
     if opts.precision not in _BITS:
         raise InputError(f"onnx.precision {opts.precision!r} is unknown; expected one of {', '.join(_BITS)}")
@@ -47,7 +48,7 @@ def builder_options(opts: OnnxOptions, tied_embeddings: bool = False) -> list[st
     if opts.accuracy_level:
         extra.append(f"accuracy_level={opts.accuracy_level}")
     if tied_embeddings and opts.precision == "int4" and "last_matmul:int8" in opts.mixed_precision:
-        extra += ["shared_embeddings=false", "op_types_to_quantize=MatMul/Gather"]
+        extra.append("shared_embeddings=false")
     return extra
 
 
@@ -147,6 +148,8 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
             raise SlmkitError(f"onnxruntime-genai builder failed on {model_dir}: {e}\n{tail}") from e
     if not (out_dir / "genai_config.json").is_file():
         raise SlmkitError(f"onnxruntime-genai builder wrote no genai_config.json into {out_dir}")
+    if "shared_embeddings=false" in extra:
+        tie_embedding_to_int8_head(out_dir)
     calibrated = _calibrate(model_dir, out_dir, opts, calibration) if opts.calibration.method != "rtn" else None
     return {"calibration": calibrated, **_details(opts)}
 
@@ -258,6 +261,57 @@ def write_matmul_weights(onnx_dir: Path, nodes: list[dict], codes: dict) -> int:
         replaced += 1
     _save_external(model, onnx_dir)
     return replaced
+
+
+def tie_embedding_to_int8_head(onnx_dir: Path) -> bool:
+    """Gather the token embedding from the lm_head's 8-bit blocks instead of a float copy.
+
+    A tied model exported with an int8 lm_head (``last_matmul:int8``) comes out of the builder with
+    its embedding as a separate float matrix (the builder can only share int4 blocks). The
+    embedding is replaced by a ``GatherBlockQuantized`` over the lm_head's own codes and scales,
+    as llama.cpp keeps a tied Q4_0 model's token_embd in Q8_0: one int8 matrix serves both, the
+    float copy leaves the file, and the rows a token looks up are the ones the lm_head scores it
+    with. Returns whether the graph was changed (False: no float embedding Gather or no symmetric
+    8-bit lm_head to tie it to).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    onnx_dir = Path(onnx_dir)
+    model = onnx.load(str(onnx_dir / _decoder_file(onnx_dir)), load_external_data=True)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    gather = next((n for n in g.node if n.op_type == "Gather" and n.name.startswith("/model/embed_tokens/")
+                   and n.input[0] in inits), None)
+    head = next((n for n in g.node if n.op_type == "MatMulNBits" and n.name.startswith("/lm_head/")), None)
+    if gather is None or head is None:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    k, n, bs = attrs["K"], attrs["N"], attrs["block_size"]
+    emb = inits[gather.input[0]]
+    if attrs["bits"] != 8 or (len(head.input) > 3 and head.input[3]) or k % bs or tuple(emb.dims) != (n, k):
+        return False
+    base = "/model/embed_tokens"
+    shapes = [numpy_helper.from_array(np.array(v, dtype=np.int64), f"{base}/int8_{name}_shape")
+              for name, v in (("codes", [n, k]), ("scales", [n, k // bs]))]
+    new_nodes = [
+        helper.make_node("Reshape", [head.input[1], shapes[0].name], [f"{base}/int8_codes"], name=f"{base}/ReshapeCodes"),
+        helper.make_node("Reshape", [head.input[2], shapes[1].name], [f"{base}/int8_scales"],
+                         name=f"{base}/ReshapeScales"),
+        helper.make_node("GatherBlockQuantized", [f"{base}/int8_codes", gather.input[1], f"{base}/int8_scales"],
+                         list(gather.output), name=f"{base}/GatherBlockQuantized", domain="com.microsoft",
+                         bits=8, block_size=bs, gather_axis=0, quantize_axis=1),
+    ]
+    at = list(g.node).index(gather)
+    g.node.remove(gather)
+    for i, node in enumerate(new_nodes):
+        g.node.insert(at + i, node)
+    if not any(emb.name in node.input for node in g.node):
+        g.initializer.remove(emb)
+    g.initializer.extend(shapes)
+    _save_external(model, onnx_dir)
+    return True
 
 
 def torch_cat(parts):

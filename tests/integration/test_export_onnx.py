@@ -100,20 +100,30 @@ def test_model_card_snippet_runs_without_slmkit(tmp_path, llama):
     assert proc.stdout.startswith("user\nHello!\nassistant")  # the chat template applied, then decoded
 
 
-def test_int8_lm_head_on_tied_embeddings_loads_and_keeps_the_embedding_in_int4(tmp_path, llama, caplog):
-    """The builder gathers a tied embedding from the lm_head's blocks; an 8-bit lm_head broke that graph."""
+def test_int8_lm_head_on_tied_embeddings_gathers_the_embedding_from_its_blocks(tmp_path, llama, caplog):
+    """The builder ties an embedding only to int4 blocks (an 8-bit lm_head broke that graph): the
+    export ties it to the 8-bit blocks itself, with no float copy of the matrix left in the file."""
     import onnx
+    from onnx import numpy_helper
 
     model_dir, ref = llama
-    assert json.loads((model_dir / "config.json").read_text())["tie_word_embeddings"]
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["tie_word_embeddings"]
     out = tmp_path / "onnx"
     build_onnx(model_dir, out, OnnxOptions(precision="int4", mixed_precision=["last_matmul:int8"]), tmp_path / "cache")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no ERROR line for a skipped Gather
-    nodes = {n.name: n for n in onnx.load(out / "model.onnx", load_external_data=False).graph.node}
+    model = onnx.load(out / "model.onnx")
+    nodes = {n.name: n for n in model.graph.node}
     bits = {name: next((a.i for a in n.attribute if a.name == "bits"), 4)  # the operators' default
             for name, n in nodes.items() if n.op_type in ("MatMulNBits", "GatherBlockQuantized")}
     assert [b for name, b in bits.items() if name.startswith("/lm_head/")] == [8]
-    assert [b for name, b in bits.items() if name.startswith("/model/embed_tokens/")] == [4]
+    assert [b for name, b in bits.items() if name.startswith("/model/embed_tokens/")] == [8]
     assert all(b == 4 for name, b in bits.items() if "/layers." in name)
+    gathered = nodes["/model/embed_tokens/GatherBlockQuantized"]
+    assert nodes["/model/embed_tokens/ReshapeCodes"].input[0] == nodes["/lm_head/MatMul_Q8"].input[1]
+    vocab, hidden = config["vocab_size"], config["hidden_size"]
+    floats = [i.name for i in model.graph.initializer if list(i.dims) == [vocab, hidden]
+              and numpy_helper.to_array(i).dtype.kind == "f"]
+    assert gathered.input[1] == "input_ids" and floats == []
     result = verify_artifact("onnx", out, ref, "quantized", CFG)
     assert result["passed"] and result["top1_agreement"] >= 0.9
