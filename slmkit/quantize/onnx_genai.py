@@ -332,6 +332,9 @@ def _save_external(model, onnx_dir: Path) -> None:
     (onnx_dir / f"{name}.data").unlink(missing_ok=True)
     onnx.save_model(model, str(onnx_dir / name), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{name}.data", size_threshold=1024)
+    # onnx creates the data file owner-only (0600); a serving user other than the exporter could
+    # not read it: give it the graph file's mode, which follows the umask
+    (onnx_dir / f"{name}.data").chmod((onnx_dir / name).stat().st_mode & 0o777)
 
 
 def read_matmul_weights(onnx_dir: Path, nodes: list[dict]) -> dict:

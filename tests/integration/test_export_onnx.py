@@ -125,5 +125,7 @@ def test_int8_lm_head_on_tied_embeddings_gathers_the_embedding_from_its_blocks(t
     floats = [i.name for i in model.graph.initializer if list(i.dims) == [vocab, hidden]
               and numpy_helper.to_array(i).dtype.kind == "f"]
     assert gathered.input[1] == "input_ids" and floats == []
+    # rewritten by onnx, which creates external data owner-only: readable as the graph file is
+    assert (out / "model.onnx.data").stat().st_mode & 0o777 == (out / "model.onnx").stat().st_mode & 0o777
     result = verify_artifact("onnx", out, ref, "quantized", CFG)
     assert result["passed"] and result["top1_agreement"] >= 0.9
