@@ -148,7 +148,9 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
             raise SlmkitError(f"onnxruntime-genai builder failed on {model_dir}: {e}\n{tail}") from e
     if not (out_dir / "genai_config.json").is_file():
         raise SlmkitError(f"onnxruntime-genai builder wrote no genai_config.json into {out_dir}")
-    if "shared_embeddings=false" in extra:
+    if "shared_embeddings=false" in extra and opts.execution_provider == "cpu":
+        # on CUDA the embedding stays the builder's separate fp16 matrix: an 8-bit
+        # GatherBlockQuantized has not been run on a GPU here
         tie_embedding_to_int8_head(out_dir)
     calibrated = _calibrate(model_dir, out_dir, opts, calibration) if opts.calibration.method != "rtn" else None
     return {"calibration": calibrated, **_details(opts)}
