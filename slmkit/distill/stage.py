@@ -164,7 +164,8 @@ def offline_caches(ctx, cfg: DistillConfig, teacher, tok, vocab, splits: dict, t
             return build_cache(tmp, teacher, exs, pad_id=tok.pad_token_id, vocab=vocab, k=c.top_k,
                                temperature=temperature, batch_size=c.batch_size,
                                shard_examples=c.shard_examples, device=ctx.device, dtype=dtype, format=c.format,
-                               compile_layers=use_layer_compile(cfg, vocab, ctx.device, 1))
+                               compile_layers=use_layer_compile(cfg, vocab, ctx.device, 1),
+                               pack=cfg.packing is not False)
 
         key = {"teacher": t_hash, "tokenizer": tokenizer_fingerprint(tok), "data": data_fingerprint(exs),
                "vocab": vocab, "top_k": c.top_k, "temperature": temperature, "format": c.format,

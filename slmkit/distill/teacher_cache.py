@@ -211,16 +211,16 @@ def topk_rows(teacher, examples: list[Example], *, pad_id: int, vocab: int, k: i
 
 def build_cache(out_dir: Path, teacher, examples: list[Example], *, pad_id: int, vocab: int, k: int,
                 temperature: float, batch_size: int, shard_examples: int, device, dtype,
-                format: str = "int8", compile_layers: bool = False) -> dict:
+                format: str = "int8", compile_layers: bool = False, pack: bool = True) -> dict:
     """Write the shards and cache.json, one shard in memory at a time; returns the manifest metrics.
 
     The teacher runs as the live loop runs it: ``dtype`` weights (converted in place), examples
-    packed into rows when it keeps them apart, and with ``compile_layers`` its decoder layers
-    compiled, so building costs about one teacher pass of a training epoch.
+    packed into rows when ``pack`` and it keeps them apart, and with ``compile_layers`` its decoder
+    layers compiled, so building costs about one teacher pass of a training epoch.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown teacher cache format {format!r}; expected one of {FORMATS}")
-    pack = supports_packing(teacher.to(device), vocab)  # checked before bf16, as the trainer does
+    pack = pack and supports_packing(teacher.to(device), vocab)  # checked before bf16, as the trainer does
     teacher.to(device=device, dtype=dtype).eval()
     if compile_layers:
         compile_decoder_layers(teacher)

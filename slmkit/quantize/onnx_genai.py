@@ -27,6 +27,11 @@ _SIZE_FACTOR = {"int4": 0.2, "int8": 0.35, "fp16": 0.55, "fp32": 1.1}
 _NOISY_LOGGERS = ("onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer")
 
 
+def unties_embedding(opts: OnnxOptions, tied_embeddings: bool) -> bool:
+    """Whether the builder must keep a tied embedding apart: an int8 lm_head over an int4 body."""
+    return tied_embeddings and opts.precision == "int4" and "last_matmul:int8" in opts.mixed_precision
+
+
 def builder_options(opts: OnnxOptions, tied_embeddings: bool = False) -> list[str]:
     """The builder's KEY=VALUE extra options for these settings.
 
@@ -47,7 +52,7 @@ def builder_options(opts: OnnxOptions, tied_embeddings: bool = False) -> list[st
         extra.append(f"matmul_mixed_precision={','.join(opts.mixed_precision)}")
     if opts.accuracy_level:
         extra.append(f"accuracy_level={opts.accuracy_level}")
-    if tied_embeddings and opts.precision == "int4" and "last_matmul:int8" in opts.mixed_precision:
+    if unties_embedding(opts, tied_embeddings):
         extra.append("shared_embeddings=false")
     return extra
 
@@ -132,8 +137,8 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
     from onnxruntime_genai.models import builder
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    config = check_architecture(model_dir)
-    extra = builder_options(opts, tied_embeddings=bool(config.get("tie_word_embeddings")))
+    tied = bool(check_architecture(model_dir).get("tie_word_embeddings"))
+    extra = builder_options(opts, tied_embeddings=tied)
     ensure_free_space(out_dir.parent, int(weights_size(model_dir) * _SIZE_FACTOR[opts.precision]), "onnx export")
     with disk_errors(out_dir, "onnx export"), _quiet_builder() as log:
         try:
@@ -148,7 +153,7 @@ def build_onnx(model_dir: Path, out_dir: Path, opts: OnnxOptions, cache_dir: Pat
             raise SlmkitError(f"onnxruntime-genai builder failed on {model_dir}: {e}\n{tail}") from e
     if not (out_dir / "genai_config.json").is_file():
         raise SlmkitError(f"onnxruntime-genai builder wrote no genai_config.json into {out_dir}")
-    if "shared_embeddings=false" in extra and opts.execution_provider == "cpu":
+    if unties_embedding(opts, tied) and opts.execution_provider == "cpu":
         # on CUDA the embedding stays the builder's separate fp16 matrix: an 8-bit
         # GatherBlockQuantized has not been run on a GPU here
         tie_embedding_to_int8_head(out_dir)
